@@ -1,0 +1,48 @@
+"""bertfit: fine-tune pretrained BERT-family encoders for text classification and text pairs.
+
+import bertfit
+run = bertfit.train(bertfit.TrainConfig(train="train.tsv", output="runs/x", text_column="sentence"))
+bertfit.load("runs/x").predict(["a gorgeous, witty, seductive movie"])
+"""
+
+__version__ = "0.1.0"
+
+from .config import EvaluateConfig, PredictConfig, QuickstartConfig, TrainConfig  # noqa: E402
+from .errors import BertfitError, ConfigError, DataError, ModelError  # noqa: E402
+
+
+def train(config: TrainConfig):
+    """Fine-tune and return the finished :class:`bertfit.predict.Run`."""
+    from .training import train as _train
+
+    return _train(config)
+
+
+def load(run_dir, device: str = "auto"):
+    """Load a finished run directory for prediction."""
+    from .predict import load as _load
+
+    return _load(run_dir, device)
+
+
+def evaluate(config: EvaluateConfig) -> dict:
+    """Score a run on a labelled file; returns the metrics dict."""
+    from .commands import evaluate as _evaluate
+
+    return _evaluate(config)
+
+
+__all__ = [
+    "BertfitError",
+    "ConfigError",
+    "DataError",
+    "EvaluateConfig",
+    "ModelError",
+    "PredictConfig",
+    "QuickstartConfig",
+    "TrainConfig",
+    "__version__",
+    "evaluate",
+    "load",
+    "train",
+]

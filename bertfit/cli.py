@@ -1,0 +1,192 @@
+"""The command line, generated from the typed configs in ``config.py``.
+
+This is the only module that prints errors and sets exit codes: a ``BertfitError`` becomes one
+line on stderr and exit code 2; ``--debug`` (or ``BERTFIT_DEBUG=1``) keeps the traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import os
+import sys
+import types
+import typing
+from collections.abc import Callable
+
+from . import __version__
+from .config import EvaluateConfig, PredictConfig, QuickstartConfig, TrainConfig
+from .errors import BertfitError
+
+
+def _run_train(config: TrainConfig) -> int:
+    from .training import train
+
+    train(config)
+    return 0
+
+
+def _run_evaluate(config: EvaluateConfig) -> int:
+    from .commands import evaluate
+    from .evaluation import format_report
+
+    metrics = evaluate(config)
+    sys.stdout.write((json.dumps(metrics) if config.json else format_report(metrics)) + "\n")
+    return 0
+
+
+def _run_predict(config: PredictConfig) -> int:
+    from .commands import predict
+
+    records = predict(config)
+    if config.text is not None:
+        record = records[0]
+        probs = ", ".join(f"{label} {p:.4f}" for label, p in record["probabilities"].items())
+        sys.stdout.write(f"label: {record['label']}\nprobabilities: {probs}\n")
+    elif config.output is None:
+        sys.stdout.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
+    else:
+        sys.stderr.write(f"wrote {len(records)} predictions to {config.output}\n")
+    return 0
+
+
+def _run_quickstart(config: QuickstartConfig) -> int:
+    from .commands import quickstart
+    from .evaluation import format_report
+
+    summary = quickstart(config)
+    out = [
+        f"\nfine-tuned model: {summary['run_dir']}",
+        "dev set of the sample (SST-2 dev, 872 sentences):",
+        format_report(summary["metrics"]),
+        "",
+        "predictions:",
+    ]
+    for sentence, record in summary["predictions"]:
+        label = "positive" if str(record["label"]) == "1" else "negative"
+        out.append(
+            f"  {label:<8} ({record['probabilities'][str(record['label'])]:.3f})  {sentence}"
+        )
+    sys.stdout.write("\n".join(out) + "\n")
+    return 0
+
+
+# The command table: name -> (config class, runner). One test checks it stays in sync.
+COMMANDS: dict[str, tuple[type, Callable[[typing.Any], int]]] = {
+    "train": (TrainConfig, _run_train),
+    "evaluate": (EvaluateConfig, _run_evaluate),
+    "predict": (PredictConfig, _run_predict),
+    "quickstart": (QuickstartConfig, _run_quickstart),
+}
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _base_type(annotation) -> tuple[type, tuple | None]:
+    """(python type, choices) of a field annotation, looking through ``X | None``."""
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        annotation = next(a for a in typing.get_args(annotation) if a is not type(None))
+        origin = typing.get_origin(annotation)
+    if origin is typing.Literal:
+        choices = typing.get_args(annotation)
+        return type(choices[0]), choices
+    return annotation, None
+
+
+def add_config_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
+    """One argument per dataclass field: name, type, choices, default and help come from the field."""
+    hints = typing.get_type_hints(cls)
+    for field in dataclasses.fields(cls):
+        meta = field.metadata
+        kind, choices = _base_type(hints[field.name])
+        help_text = meta.get("help", "")
+        if (
+            field.default is not None
+            and field.default is not dataclasses.MISSING
+            and kind is not bool
+            and "[default" not in help_text
+        ):
+            help_text += f" (default: {field.default})"
+        if meta.get("positional"):
+            parser.add_argument(field.name, type=kind, help=help_text)
+        elif kind is bool:
+            parser.add_argument(
+                _flag(field.name),
+                dest=field.name,
+                action=argparse.BooleanOptionalAction,
+                default=field.default,
+                help=help_text + f" (default: {'on' if field.default else 'off'})",
+            )
+        else:
+            parser.add_argument(
+                _flag(field.name),
+                dest=field.name,
+                type=kind,
+                choices=choices,
+                default=field.default,
+                required=meta.get("required", False),
+                metavar=None if choices else field.name.upper(),
+                help=help_text,
+            )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    # SUPPRESS: a subcommand's unset --debug must not reset one given before the subcommand
+    common.add_argument(
+        "--debug",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="show the full traceback on errors",
+    )
+    parser = argparse.ArgumentParser(
+        prog="bertfit",
+        parents=[common],
+        description="Fine-tune pretrained BERT-family encoders for text classification and text pairs.",
+        epilog="Run 'bertfit COMMAND --help' for a command's options. Start with 'bertfit quickstart'.",
+    )
+    parser.add_argument("--version", action="version", version=f"bertfit {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, (cls, _) in COMMANDS.items():
+        summary = (cls.__doc__ or "").strip().splitlines()[0]
+        command = sub.add_parser(name, parents=[common], help=summary, description=summary)
+        add_config_arguments(command, cls)
+    return parser
+
+
+def config_from_args(cls: type, args: argparse.Namespace):
+    return cls(**{f.name: getattr(args, f.name) for f in dataclasses.fields(cls)})
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    debug = getattr(args, "debug", False) or os.environ.get("BERTFIT_DEBUG", "") not in ("", "0")
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    cls, runner = COMMANDS[args.command]
+    try:
+        return runner(config_from_args(cls, args))
+    except BertfitError as err:
+        if debug:
+            raise
+        sys.stderr.write(f"bertfit: error: {err}\n")
+        return 2
+    except KeyboardInterrupt:
+        sys.stderr.write("bertfit: interrupted\n")
+        return 130
+    except Exception as err:  # an unexpected failure: one line, the trace only with --debug
+        if debug:
+            raise
+        sys.stderr.write(
+            f"bertfit: internal error: {type(err).__name__}: {err} (run with --debug for the traceback)\n"
+        )
+        return 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,199 @@
+"""One typed config per command. The CLI is generated from these, so flags and API never drift.
+
+Each field carries its help text in ``metadata["help"]``; ``metadata["positional"]`` makes it a
+positional CLI argument. ``validate()`` collects every problem and reports them together.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Literal
+
+from .errors import ConfigError
+
+DEFAULT_MODEL = "default"
+TRUNCATIONS = ("longest-first", "proportional", "head-tail")
+PRECISIONS = ("auto", "bf16", "fp16", "fp32")
+
+
+def _f(default: Any, help: str, **meta: Any) -> Any:
+    return field(default=default, metadata={"help": help, **meta})
+
+
+def _problems_common(cfg: Any) -> list[str]:
+    problems = []
+    if getattr(cfg, "batch_size", 1) < 1:
+        problems.append(f"--batch-size must be at least 1, got {cfg.batch_size}")
+    return problems
+
+
+def _raise_if(problems: list[str]) -> None:
+    if problems:
+        raise ConfigError("; ".join(problems))
+
+
+@dataclass
+class TrainConfig:
+    """Fine-tune a pretrained encoder on a labelled file and write a run directory."""
+
+    train: str = _f(None, "training file: .csv, .tsv or .jsonl, optionally .gz", required=True)
+    output: str = _f(None, "run directory to write (model, metrics, results)", required=True)
+    dev: str | None = _f(
+        None, "dev file; without it a stratified --dev-fraction of train is held out"
+    )
+    model: str = _f(
+        DEFAULT_MODEL,
+        "encoder: 'default' (all-MiniLM-L6-v2, offline), a Hugging Face folder or hub name, or a d2l checkpoint (folder or .zip)",
+    )
+    text_column: str = _f(
+        "text", "column with the (first) text; a number (0-based) for files without a header"
+    )
+    pair_column: str | None = _f(None, "column with the second text of a pair task")
+    label_column: str = _f("label", "column with the label")
+    train_limit: int | None = _f(None, "use only the first N training rows")
+    dev_fraction: float = _f(0.1, "fraction of train held out as dev when no --dev is given")
+    skip_bad_rows: bool = _f(
+        False, "drop rows with an empty text or missing label instead of stopping"
+    )
+    max_length: int = _f(128, "maximum tokens per example, special tokens included")
+    truncation: Literal["longest-first", "proportional", "head-tail"] = _f(
+        "longest-first", "how over-long inputs are cut"
+    )
+    epochs: int = _f(3, "passes over the training data")
+    batch_size: int = _f(32, "examples per optimizer step (before accumulation)")
+    grad_accum: int = _f(1, "gradient accumulation steps")
+    lr: float | None = _f(
+        None, "peak learning rate [default: 1e-4 for the default encoder, 3e-5 for others]"
+    )
+    warmup_ratio: float = _f(0.1, "fraction of steps with linear warmup")
+    weight_decay: float = _f(0.01, "AdamW weight decay (not on biases and LayerNorm)")
+    max_grad_norm: float = _f(1.0, "gradient clipping norm (0 turns it off)")
+    dropout: float | None = _f(None, "override the encoder's hidden dropout")
+    freeze_embeddings: bool = _f(False, "do not train the embedding layer")
+    train_last_layers: int | None = _f(None, "train only the last N encoder layers and the head")
+    eval_steps: int | None = _f(None, "also evaluate every N optimizer steps")
+    early_stopping_patience: int | None = _f(
+        None, "stop after N evaluations without dev improvement"
+    )
+    metric: str = _f(
+        "accuracy", "dev metric that picks the best checkpoint (accuracy, macro_f1, f1, mcc)"
+    )
+    seed: int = _f(42, "random seed for initialisation, split and batch order")
+    precision: Literal["auto", "bf16", "fp16", "fp32"] = _f(
+        "auto", "auto: bf16 where the CPU/GPU supports it, fp16 on older GPUs, else fp32"
+    )
+    device: str = _f("auto", "auto, cpu, cuda or cuda:N")
+    threads: int | None = _f(None, "CPU threads for torch [default: physical cores]")
+    cache_dir: str | None = _f(
+        None, "where tokenised inputs are cached [default: ~/.cache/bertfit]"
+    )
+    overwrite: bool = _f(False, "replace an existing non-empty output directory")
+    progress: bool = _f(True, "show a progress bar")
+
+    def validate(self) -> TrainConfig:
+        problems = _problems_common(self)
+        if self.epochs < 1:
+            problems.append(f"--epochs must be at least 1, got {self.epochs}")
+        if self.grad_accum < 1:
+            problems.append(f"--grad-accum must be at least 1, got {self.grad_accum}")
+        if not 0 < self.dev_fraction < 1:
+            problems.append(f"--dev-fraction must be between 0 and 1, got {self.dev_fraction}")
+        if self.max_length < 8:
+            problems.append(f"--max-length must be at least 8, got {self.max_length}")
+        if self.lr is not None and self.lr <= 0:
+            problems.append(f"--lr must be positive, got {self.lr}")
+        if not 0 <= self.warmup_ratio < 1:
+            problems.append(f"--warmup-ratio must be in [0, 1), got {self.warmup_ratio}")
+        if self.train_limit is not None and self.train_limit < 1:
+            problems.append(f"--train-limit must be at least 1, got {self.train_limit}")
+        if self.train_last_layers is not None and self.train_last_layers < 0:
+            problems.append(f"--train-last-layers must be 0 or more, got {self.train_last_layers}")
+        if self.dropout is not None and not 0 <= self.dropout < 1:
+            problems.append(f"--dropout must be in [0, 1), got {self.dropout}")
+        if self.metric not in ("accuracy", "macro_f1", "f1", "mcc"):
+            problems.append(
+                f"--metric must be one of accuracy, macro_f1, f1, mcc, got {self.metric!r}"
+            )
+        if self.truncation not in TRUNCATIONS:
+            problems.append(
+                f"--truncation must be one of {', '.join(TRUNCATIONS)}, got {self.truncation!r}"
+            )
+        if self.precision not in PRECISIONS:
+            problems.append(
+                f"--precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}"
+            )
+        _raise_if(problems)
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class EvaluateConfig:
+    """Score a trained run on a labelled file: accuracy, macro-F1, per-class P/R/F1, confusion."""
+
+    run_dir: str = _f(None, "run directory written by 'bertfit train'", positional=True)
+    data: str = _f(None, "labelled file to score", required=True)
+    text_column: str | None = _f(None, "text column [default: as trained]")
+    pair_column: str | None = _f(None, "pair column [default: as trained]")
+    label_column: str | None = _f(None, "label column [default: as trained]")
+    batch_size: int = _f(64, "examples per forward pass")
+    json: bool = _f(False, "print one JSON object instead of a table")
+    device: str = _f("auto", "auto, cpu, cuda or cuda:N")
+
+    def validate(self) -> EvaluateConfig:
+        _raise_if(_problems_common(self))
+        return self
+
+
+@dataclass
+class PredictConfig:
+    """Predict labels with a trained run: one text from the command line, or a whole file."""
+
+    run_dir: str = _f(None, "run directory written by 'bertfit train'", positional=True)
+    text: str | None = _f(None, "one text to classify")
+    pair: str | None = _f(None, "the second text, for a pair task, with --text")
+    input: str | None = _f(None, "file of inputs (.csv/.tsv/.jsonl, .gz too)")
+    output: str | None = _f(
+        None,
+        "where batch predictions go; format by extension (.jsonl/.csv/.tsv) [default: JSONL on stdout]",
+    )
+    text_column: str | None = _f(None, "text column of --input [default: as trained]")
+    pair_column: str | None = _f(None, "pair column of --input [default: as trained]")
+    batch_size: int = _f(64, "examples per forward pass")
+    device: str = _f("auto", "auto, cpu, cuda or cuda:N")
+
+    def validate(self) -> PredictConfig:
+        problems = _problems_common(self)
+        if (self.text is None) == (self.input is None):
+            problems.append("give exactly one of --text or --input")
+        if self.pair is not None and self.text is None:
+            problems.append("--pair goes with --text")
+        if self.output is not None and self.input is None:
+            problems.append("--output goes with --input")
+        _raise_if(problems)
+        return self
+
+
+@dataclass
+class QuickstartConfig:
+    """Fine-tune the default encoder on the bundled SST-2 sample, evaluate, and predict two sentences."""
+
+    output: str = _f("runs/quickstart", "run directory to write")
+    epochs: int = _f(1, "passes over the sample")
+    train_limit: int | None = _f(None, "use only the first N sample rows")
+    overwrite: bool = _f(True, "replace an earlier quickstart run")
+    progress: bool = _f(True, "show a progress bar")
+
+    def validate(self) -> QuickstartConfig:
+        problems = []
+        if self.epochs < 1:
+            problems.append(f"--epochs must be at least 1, got {self.epochs}")
+        _raise_if(problems)
+        return self
+
+
+def config_fields(cls: type) -> list:
+    """The dataclass fields of a config, in declaration order."""
+    return list(fields(cls))

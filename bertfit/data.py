@@ -1,0 +1,315 @@
+"""Read labelled text from CSV, TSV and JSONL files (gzip too) into plain Python lists.
+
+Every problem is reported as one line naming the file, the line and the field.
+TSV is read with quoting off, as GLUE's own loader does, so quotes inside texts stay text.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+import json
+import os
+import random
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import DataError
+
+FORMATS = {
+    ".csv": "csv",
+    ".tsv": "tsv",
+    ".txt": "tsv",
+    ".jsonl": "jsonl",
+    ".json": "jsonl",
+    ".ndjson": "jsonl",
+}
+MISSING = object()
+
+csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
+
+
+@dataclass
+class Examples:
+    """Texts (and optional pair texts and labels) read from one file, with their line numbers."""
+
+    path: str
+    texts: list[str]
+    pairs: list[str] | None = None
+    labels: list[str] | None = None
+    lines: list[int] = field(default_factory=list)
+    label_is_int: bool = False
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    def subset(self, indices: list[int]) -> Examples:
+        """The examples at ``indices``, in that order."""
+        pick = lambda xs: None if xs is None else [xs[i] for i in indices]  # noqa: E731
+        return Examples(
+            self.path,
+            pick(self.texts),
+            pick(self.pairs),
+            pick(self.labels),
+            pick(self.lines),
+            self.label_is_int,
+        )
+
+
+@dataclass
+class Columns:
+    """Column names (or 0-based numbers) and the CLI flags that set them, for error messages."""
+
+    text: str
+    pair: str | None = None
+    label: str | None = None
+
+    def numeric(self) -> bool:
+        given = [c for c in (self.text, self.pair, self.label) if c is not None]
+        return all(str(c).isdigit() for c in given)
+
+
+def file_format(path: str | os.PathLike) -> str:
+    """csv, tsv or jsonl, from the extension (``.gz`` is looked through)."""
+    name = str(path).lower()
+    if name.endswith(".gz"):
+        name = name[:-3]
+    suffix = Path(name).suffix
+    if suffix not in FORMATS:
+        raise DataError(
+            f"{path}: unknown file type {suffix or '(none)'!r}; use .csv, .tsv or .jsonl (optionally .gz)"
+        )
+    return FORMATS[suffix]
+
+
+def read_text(path: str | os.PathLike) -> str:
+    """The whole file decoded as UTF-8 (a BOM is dropped); undecodable bytes name their line."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path}: no such file")
+    if path.is_dir():
+        raise DataError(f"{path}: is a directory, expected a data file")
+    try:
+        raw = path.read_bytes()
+        if raw[:2] == b"\x1f\x8b":
+            raw = gzip.decompress(raw)
+    except (OSError, EOFError) as err:
+        raise DataError(f"{path}: cannot read: {err}") from None
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line = raw[: err.start].count(b"\n") + 1
+        raise DataError(
+            f"{path}:{line}: bytes that are not UTF-8 ({raw[err.start : err.start + 4]!r}); "
+            "save the file as UTF-8"
+        ) from None
+    if "\x00" in text:
+        line = text[: text.index("\x00")].count("\n") + 1
+        raise DataError(f"{path}:{line}: NUL byte in the file; is it really a text file?")
+    if not text.strip():
+        raise DataError(f"{path}: empty file")
+    return text
+
+
+def iter_records(path: str | os.PathLike, has_header: bool) -> tuple[list[str] | None, Iterator]:
+    """(header, records): each record is (line number, dict for JSONL or list of fields)."""
+    fmt = file_format(path)
+    text = read_text(path)
+    if fmt == "jsonl":
+        return None, _jsonl_records(path, text)
+    if fmt == "tsv":
+        reader = csv.reader(io.StringIO(text, newline=""), delimiter="\t", quoting=csv.QUOTE_NONE)
+    else:
+        reader = csv.reader(io.StringIO(text, newline=""))
+    header = None
+    if has_header:
+        header = next(reader)
+        header = [h.strip() for h in header]
+    return header, _csv_records(path, reader, header)
+
+
+def _jsonl_records(path, text: str) -> Iterator:
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise DataError(
+                f"{path}:{number}: invalid JSON ({err.msg}, column {err.colno})"
+            ) from None
+        if not isinstance(record, dict):
+            raise DataError(
+                f"{path}:{number}: expected a JSON object per line, found {type(record).__name__}"
+            )
+        yield number, record
+
+
+def _csv_records(path, reader, header: list[str] | None) -> Iterator:
+    width = len(header) if header else None
+    try:
+        for row in reader:
+            if not row or (len(row) == 1 and not row[0].strip()):
+                continue  # blank line
+            if width is not None and len(row) != width:
+                raise DataError(
+                    f"{path}:{reader.line_num}: expected {width} fields as in the header, found {len(row)}"
+                )
+            yield reader.line_num, row
+    except csv.Error as err:
+        raise DataError(f"{path}:{reader.line_num}: malformed row ({err})") from None
+
+
+def _column_index(path, header: list[str] | None, column: str, flag: str) -> int | str:
+    if header is None:
+        return int(column) if str(column).isdigit() else column
+    if column in header:
+        return header.index(column)
+    raise DataError(
+        f"{path}: no column {column!r} for {flag}; the file has columns: "
+        + ", ".join(f"{i}={name!r}" for i, name in enumerate(header))
+    )
+
+
+def _get(record, key, path, line: int, flag: str):
+    if isinstance(record, dict):
+        if isinstance(key, int):
+            raise DataError(f"{path}: {flag} {key} is a column number; JSONL rows need a key name")
+        return record.get(key, MISSING)
+    if isinstance(key, str):
+        raise DataError(
+            f"{path}: {flag} {key!r} needs a header row; give a column number (0-based)"
+        )
+    if key >= len(record):
+        raise DataError(
+            f"{path}:{line}: no field {key} for {flag}; the row has {len(record)} fields"
+        )
+    return record[key]
+
+
+def _as_text(value) -> str | None:
+    if value is MISSING or value is None:
+        return None
+    text = str(value)
+    return text if text.strip() else None
+
+
+def _as_label(value) -> str | None:
+    if value is MISSING or value is None or isinstance(value, (list, dict)):
+        return None
+    if isinstance(value, bool):
+        return str(int(value))
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    text = str(value).strip()
+    return text or None
+
+
+def read_examples(
+    path: str | os.PathLike,
+    columns: Columns,
+    *,
+    with_labels: bool = True,
+    limit: int | None = None,
+    skip_bad_rows: bool = False,
+) -> Examples:
+    """Read texts, optional pair texts and (if ``with_labels``) labels from a data file.
+
+    Rows with an empty text or a missing label stop the read with a list of their line numbers,
+    unless ``skip_bad_rows``. Example: ``read_examples("train.tsv", Columns("sentence", None, "label"))``.
+    """
+    header, records = iter_records(
+        path, has_header=not columns.numeric() and file_format(path) != "jsonl"
+    )
+    text_key = _column_index(path, header, columns.text, "--text-column")
+    pair_key = (
+        None if columns.pair is None else _column_index(path, header, columns.pair, "--pair-column")
+    )
+    label_key = None
+    if with_labels:
+        label_key = _column_index(path, header, columns.label, "--label-column")
+    texts, pairs, labels, lines, bad = [], [], [], [], []
+    for line, record in records:
+        if limit is not None and len(texts) + len(bad) >= limit:
+            break
+        text = _as_text(_get(record, text_key, path, line, "--text-column"))
+        pair = (
+            None
+            if pair_key is None
+            else _as_text(_get(record, pair_key, path, line, "--pair-column"))
+        )
+        label = (
+            None
+            if label_key is None
+            else _as_label(_get(record, label_key, path, line, "--label-column"))
+        )
+        if (
+            text is None
+            or (pair_key is not None and pair is None)
+            or (label_key is not None and label is None)
+        ):
+            bad.append(line)
+            continue
+        texts.append(text)
+        pairs.append(pair)
+        labels.append(label)
+        lines.append(line)
+    if bad and not skip_bad_rows:
+        shown = ", ".join(map(str, bad[:5])) + (", ..." if len(bad) > 5 else "")
+        what = "an empty text or a missing label" if with_labels else "an empty text"
+        raise DataError(
+            f"{path}: {len(bad)} rows with {what} (lines {shown}); fix them or pass --skip-bad-rows"
+        )
+    if not texts:
+        raise DataError(f"{path}: no usable rows")
+    label_is_int = with_labels and all(_is_int(label) for label in labels)
+    return Examples(
+        str(path),
+        texts,
+        pairs if pair_key is not None else None,
+        labels if with_labels else None,
+        lines,
+        label_is_int,
+    )
+
+
+def _is_int(text: str) -> bool:
+    return text.lstrip("-").isdigit()
+
+
+def label_set(labels: list[str], as_int: bool) -> list[str]:
+    """The sorted label names: numerically when all are integers, else as strings."""
+    unique = set(labels)
+    return sorted(unique, key=int) if as_int else sorted(unique)
+
+
+def check_known_labels(examples: Examples, names: list[str]) -> None:
+    """A dev/test label never seen in training is an error naming it and its first line."""
+    known = set(names)
+    for label, line in zip(examples.labels or [], examples.lines):
+        if label not in known:
+            raise DataError(
+                f"{examples.path}:{line}: label {label!r} does not occur in the training data "
+                f"(known labels: {', '.join(names)})"
+            )
+
+
+def stratified_split(labels: list[str], fraction: float, seed: int) -> tuple[list[int], list[int]]:
+    """(train indices, dev indices): ``fraction`` of each label's rows held out, chosen by seed."""
+    by_label: dict[str, list[int]] = {}
+    for index, label in enumerate(labels):
+        by_label.setdefault(label, []).append(index)
+    rng = random.Random(seed)
+    dev: list[int] = []
+    for label in sorted(by_label):
+        members = by_label[label]
+        rng.shuffle(members)
+        take = round(len(members) * fraction)
+        if len(members) >= 2:
+            take = min(max(take, 1), len(members) - 1)
+        dev.extend(members[:take])
+    held = set(dev)
+    return [i for i in range(len(labels)) if i not in held], sorted(dev)

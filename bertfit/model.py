@@ -1,0 +1,203 @@
+"""Encoder + classification head: build one from a pretrained encoder, save it as a run, load it back.
+
+Hugging Face encoders use ``AutoModelForSequenceClassification`` (pretrained pooler where the
+checkpoint has one, a new output layer); d2l checkpoints use our own module with the book's
+structure. Both take ``input_ids``/``token_type_ids``/``attention_mask`` and return ``.logits``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .encoders import Encoder
+from .errors import ModelError
+from .packing import HFTokenizer, Tokenizer
+
+
+@contextlib.contextmanager
+def _quiet_transformers():
+    """Silence "some weights were newly initialized": a new head is the point of fine-tuning."""
+    from transformers.utils import logging as hf_logging
+
+    level, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()  # "Loading weights" bars for a 1-second load are noise
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(level)
+        if bars:
+            hf_logging.enable_progress_bar()
+
+
+def load_tokenizer(encoder: Encoder) -> Tokenizer:
+    """The encoder's own tokenizer (fast, Rust) behind the packing interface."""
+    if encoder.kind == "d2l":
+        from .d2l import D2LTokenizer, load_d2l_checkpoint
+
+        _, _, vocab = load_d2l_checkpoint(encoder.path)
+        return D2LTokenizer(vocab)
+    from transformers import AutoTokenizer
+
+    try:
+        with _quiet_transformers():
+            tokenizer = AutoTokenizer.from_pretrained(str(encoder.path), use_fast=True)
+    except Exception as err:
+        raise ModelError(f"{encoder.path}: cannot load the tokenizer ({err})") from None
+    if not tokenizer.is_fast:
+        raise ModelError(f"{encoder.path}: no fast tokenizer could be built for this model")
+    if tokenizer.cls_token_id is None or tokenizer.sep_token_id is None:
+        raise ModelError(
+            f"{encoder.path}: the tokenizer has no [CLS]/[SEP] tokens; not a BERT-family encoder"
+        )
+    return HFTokenizer(tokenizer)
+
+
+def build_classifier(
+    encoder: Encoder, labels: list[str], dropout: float | None = None, seed: int = 0
+) -> nn.Module:
+    """A pretrained encoder with a new output layer for ``labels``, initialised normal(0, 0.02)."""
+    torch.manual_seed(seed)  # the new head's initial weights follow --seed
+    if encoder.kind == "d2l":
+        from .d2l import D2LBertForSequenceClassification, load_d2l_checkpoint
+
+        config, state, _ = load_d2l_checkpoint(encoder.path)
+        if dropout is not None:
+            config.dropout = dropout
+        model = D2LBertForSequenceClassification(config, len(labels))
+        model.load_pretrained(state)
+        model.id2label = dict(enumerate(labels))
+        return model
+    return _build_hf_classifier(encoder, labels, dropout)
+
+
+def _build_hf_classifier(encoder: Encoder, labels: list[str], dropout: float | None) -> nn.Module:
+    from transformers import AutoConfig, AutoModelForSequenceClassification
+
+    path = str(encoder.path)
+    try:
+        config = AutoConfig.from_pretrained(path)
+    except Exception as err:
+        raise ModelError(
+            f"{encoder.path}/config.json: cannot read the model config ({err})"
+        ) from None
+    config.num_labels = len(labels)
+    config.id2label = dict(enumerate(labels))
+    config.label2id = {label: i for i, label in enumerate(labels)}
+    if dropout is not None:
+        for name in ("hidden_dropout_prob", "attention_probs_dropout_prob", "dropout"):
+            if hasattr(config, name):
+                setattr(config, name, dropout)
+    if not (encoder.path / "model.safetensors").is_file():
+        _check_pickle_is_weights_only(encoder.path / "pytorch_model.bin")
+    try:
+        with _quiet_transformers():
+            model = AutoModelForSequenceClassification.from_pretrained(path, config=config)
+    except Exception as err:
+        raise ModelError(
+            f"{encoder.path}: cannot load the weights ({type(err).__name__}: {err})"
+        ) from None
+    head = _output_layer(model)
+    nn.init.normal_(head.weight, mean=0.0, std=0.02)
+    nn.init.zeros_(head.bias)
+    return model
+
+
+def _check_pickle_is_weights_only(path: Path) -> None:
+    """Refuse a .bin that holds anything but tensors, before transformers unpickles it."""
+    try:
+        torch.load(path, map_location="meta", weights_only=True)
+    except Exception as err:
+        raise ModelError(
+            f"{path}: not a plain weights file; refusing to unpickle it ({type(err).__name__})"
+        ) from None
+
+
+def _output_layer(model: nn.Module) -> nn.Linear:
+    classifier = getattr(model, "classifier", None)
+    if isinstance(classifier, nn.Linear):
+        return classifier
+    for name in ("out_proj", "dense"):  # RoBERTa-style heads
+        layer = getattr(classifier, name, None)
+        if isinstance(layer, nn.Linear) and layer.out_features == model.config.num_labels:
+            return layer
+    raise ModelError(
+        f"{type(model).__name__}: cannot find the output layer of the classification head"
+    )
+
+
+def encoder_layers(model: nn.Module) -> nn.ModuleList | nn.Sequential:
+    """The stack of transformer blocks, for --train-last-layers."""
+    if hasattr(model, "encoder") and hasattr(model.encoder, "blks"):
+        return model.encoder.blks  # d2l
+    base = getattr(model, "base_model", model)
+    return base.encoder.layer
+
+
+def embedding_modules(model: nn.Module) -> list[nn.Module | nn.Parameter]:
+    if hasattr(model, "encoder") and hasattr(model.encoder, "blks"):
+        enc = model.encoder
+        return [enc.token_embedding, enc.segment_embedding, enc.pos_embedding]
+    return [model.base_model.embeddings]
+
+
+def freeze(model: nn.Module, embeddings: bool, train_last_layers: int | None) -> None:
+    """Freeze the embeddings and/or all but the last N blocks (the head always trains)."""
+
+    def off(part: nn.Module | nn.Parameter) -> None:
+        for param in [part] if isinstance(part, nn.Parameter) else part.parameters():
+            param.requires_grad_(False)
+
+    if embeddings or train_last_layers is not None:
+        for part in embedding_modules(model):
+            off(part)
+    if train_last_layers is not None:
+        layers = encoder_layers(model)
+        for layer in list(layers)[: max(0, len(layers) - train_last_layers)]:
+            off(layer)
+
+
+def save_classifier(model: nn.Module, tokenizer: Tokenizer, directory: Path) -> None:
+    """Write the model in the format ``load_classifier`` (and, for HF, transformers) reads."""
+    directory.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".model-", dir=directory))
+    try:
+        if hasattr(model, "load_pretrained"):  # d2l
+            from .d2l import save_d2l_model
+
+            save_d2l_model(model, tokenizer, staging)
+        else:
+            with _quiet_transformers():
+                model.save_pretrained(str(staging), safe_serialization=True)
+                tokenizer.hf.save_pretrained(str(staging))
+        # each file lands whole, by rename; the weights last, so config and tokenizer are never newer
+        for item in sorted(staging.iterdir(), key=lambda p: p.suffix == ".safetensors"):
+            os.replace(item, directory / item.name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def load_classifier(directory: Path, kind: str) -> tuple[nn.Module, Tokenizer]:
+    """The fine-tuned model and tokenizer of a run directory."""
+    if kind == "d2l":
+        from .d2l import load_d2l_model
+
+        return load_d2l_model(directory)
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    try:
+        with _quiet_transformers():
+            model = AutoModelForSequenceClassification.from_pretrained(str(directory))
+            tokenizer = AutoTokenizer.from_pretrained(str(directory), use_fast=True)
+    except Exception as err:
+        raise ModelError(
+            f"{directory}: cannot load the trained model ({type(err).__name__}: {err})"
+        ) from None
+    return model, HFTokenizer(tokenizer)

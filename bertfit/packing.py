@@ -1,0 +1,287 @@
+"""Turn texts into model inputs: tokenise once, truncate, pack ``[CLS] a [SEP] b [SEP]``, cache,
+and batch by length so little compute goes to padding.
+
+Packed inputs are stored flat (one int32 array plus offsets), like nanoGPT's ``train.bin``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import torch
+
+from .files import save_file_atomic
+
+PACKING_VERSION = "1"
+HEAD_SHARE = 128 / 510  # Sun et al. 2019: head 128 + tail 382 of a 512 budget
+
+
+class Tokenizer(Protocol):
+    """What packing needs from a tokenizer: ids without special tokens, and the special ids."""
+
+    cls_token_id: int
+    sep_token_id: int
+    pad_token_id: int
+
+    def encode_batch(self, texts: list[str]) -> list[list[int]]: ...
+
+    def fingerprint(self) -> str: ...
+
+
+class HFTokenizer:
+    """A Hugging Face fast (Rust) tokenizer behind the packing interface."""
+
+    def __init__(self, tokenizer) -> None:
+        self.hf = tokenizer
+        self.cls_token_id = tokenizer.cls_token_id
+        self.sep_token_id = tokenizer.sep_token_id
+        self.pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        self._fingerprint: str | None = None
+
+    def encode_batch(self, texts: list[str]) -> list[list[int]]:
+        encoded = self.hf(
+            list(texts),
+            add_special_tokens=False,
+            return_attention_mask=False,
+            return_token_type_ids=False,
+            verbose=False,
+        )
+        return encoded["input_ids"]
+
+    def convert_ids_to_tokens(self, ids: list[int]) -> list[str]:
+        return self.hf.convert_ids_to_tokens(ids)
+
+    def fingerprint(self) -> str:
+        if self._fingerprint is None:
+            backend = getattr(self.hf, "backend_tokenizer", None)
+            state = (
+                backend.to_str()
+                if backend is not None
+                else repr(sorted(self.hf.get_vocab().items()))
+            )
+            self._fingerprint = hashlib.sha256(state.encode()).hexdigest()[:16]
+        return self._fingerprint
+
+
+def truncate_pair(
+    a: list[int], b: list[int] | None, max_length: int, strategy: str
+) -> tuple[list[int], list[int] | None]:
+    """Cut ``a`` (and ``b``) so that they fit ``max_length`` with their special tokens."""
+    budget = max_length - (3 if b is not None else 2)
+    if b is None:
+        if len(a) <= budget:
+            return a, None
+        return (_head_tail(a, budget) if strategy == "head-tail" else a[:budget]), None
+    if len(a) + len(b) <= budget:
+        return a, b
+    if strategy == "proportional":
+        keep_a = round(budget * len(a) / (len(a) + len(b)))
+        keep_b = budget - keep_a
+    else:
+        keep_a, keep_b = _longest_first_lengths(len(a), len(b), budget)
+    if strategy == "head-tail":
+        return _head_tail(a, keep_a), _head_tail(b, keep_b)
+    return a[:keep_a], b[:keep_b]
+
+
+def _longest_first_lengths(len_a: int, len_b: int, budget: int) -> tuple[int, int]:
+    """Lengths after repeatedly dropping the last token of the longer text (``b`` on ties)."""
+    excess = len_a + len_b - budget
+    cut_a = min(excess, max(0, len_a - len_b))  # first shorten a down to b's length
+    len_a -= cut_a
+    excess -= cut_a
+    cut_b = min(excess, max(0, len_b - len_a))
+    len_b -= cut_b
+    excess -= cut_b
+    # now equal lengths: the loop alternates, b first
+    len_b -= (excess + 1) // 2
+    len_a -= excess // 2
+    return len_a, len_b
+
+
+def _head_tail(tokens: list[int], keep: int) -> list[int]:
+    if len(tokens) <= keep:
+        return tokens
+    head = round(keep * HEAD_SHARE)
+    tail = keep - head
+    return tokens[:head] + (tokens[len(tokens) - tail :] if tail else [])
+
+
+def pack(
+    a: list[int], b: list[int] | None, cls_id: int, sep_id: int
+) -> tuple[list[int], list[int]]:
+    """(input ids, segment ids) for ``[CLS] a [SEP]`` or ``[CLS] a [SEP] b [SEP]``."""
+    ids = [cls_id, *a, sep_id]
+    types = [0] * len(ids)
+    if b is not None:
+        ids += [*b, sep_id]
+        types += [1] * (len(b) + 1)
+    return ids, types
+
+
+@dataclass
+class Packed:
+    """Packed examples stored flat: example ``i`` is ``ids[offsets[i]:offsets[i + 1]]``."""
+
+    ids: np.ndarray
+    types: np.ndarray
+    offsets: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return np.diff(self.offsets)
+
+    def example(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        start, end = self.offsets[i], self.offsets[i + 1]
+        return self.ids[start:end], self.types[start:end]
+
+
+def pack_texts(
+    tokenizer: Tokenizer,
+    texts: Sequence[str],
+    pairs: Sequence[str] | None,
+    max_length: int,
+    truncation: str,
+    batch_size: int = 4096,
+) -> Packed:
+    """Tokenise in batches with the fast tokenizer, truncate and pack every example."""
+    all_ids: list[int] = []
+    all_types: list[int] = []
+    offsets = [0]
+    for start in range(0, len(texts), batch_size):
+        a_ids = tokenizer.encode_batch(list(texts[start : start + batch_size]))
+        b_ids = (
+            tokenizer.encode_batch(list(pairs[start : start + batch_size]))
+            if pairs is not None
+            else [None] * len(a_ids)
+        )
+        for a, b in zip(a_ids, b_ids):
+            a, b = truncate_pair(a, b, max_length, truncation)
+            ids, types = pack(a, b, tokenizer.cls_token_id, tokenizer.sep_token_id)
+            all_ids += ids
+            all_types += types
+            offsets.append(len(all_ids))
+    return Packed(
+        np.asarray(all_ids, np.int32), np.asarray(all_types, np.int8), np.asarray(offsets, np.int64)
+    )
+
+
+def default_cache_dir() -> Path:
+    root = os.environ.get("BERTFIT_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "bertfit"
+    )
+    return Path(root)
+
+
+def cache_key(
+    tokenizer: Tokenizer,
+    texts: Sequence[str],
+    pairs: Sequence[str] | None,
+    max_length: int,
+    truncation: str,
+) -> str:
+    """Content hash of the inputs plus everything that changes the packed result."""
+    digest = hashlib.sha256()
+    digest.update(
+        f"{PACKING_VERSION}|{tokenizer.fingerprint()}|{max_length}|{truncation}|{pairs is not None}".encode()
+    )
+    for text in texts:
+        digest.update(text.encode("utf-8", "surrogatepass") + b"\x1e")
+    for text in pairs or ():
+        digest.update(text.encode("utf-8", "surrogatepass") + b"\x1e")
+    return digest.hexdigest()[:32]
+
+
+def pack_cached(
+    tokenizer: Tokenizer,
+    texts: Sequence[str],
+    pairs: Sequence[str] | None,
+    max_length: int,
+    truncation: str,
+    cache_dir: str | os.PathLike | None = None,
+) -> Packed:
+    """``pack_texts`` with an on-disk cache, so a second run on the same data skips tokenising."""
+    folder = Path(cache_dir) if cache_dir else default_cache_dir()
+    path = folder / "packed" / f"{cache_key(tokenizer, texts, pairs, max_length, truncation)}.npz"
+    if path.exists():
+        try:
+            with np.load(path) as stored:
+                return Packed(stored["ids"], stored["types"], stored["offsets"])
+        except (OSError, KeyError, ValueError):
+            pass  # a damaged cache entry is rebuilt below
+    packed = pack_texts(tokenizer, texts, pairs, max_length, truncation)
+    try:
+        save_file_atomic(lambda tmp: _save_npz(tmp, packed), path)
+    except OSError:
+        pass  # a read-only or full cache must not stop training
+    return packed
+
+
+def _save_npz(tmp: str, packed: Packed) -> None:
+    with open(tmp, "wb") as handle:
+        np.savez(handle, ids=packed.ids, types=packed.types, offsets=packed.offsets)
+
+
+def length_grouped_batches(
+    lengths: np.ndarray, batch_size: int, seed: int, group: int = 50
+) -> list[np.ndarray]:
+    """Shuffled batches of similar-length examples.
+
+    The examples are shuffled, cut into groups of ``group`` batches, sorted by length within each
+    group and sliced into batches; then the batch order is shuffled. Same seed, same batches.
+    """
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(lengths))
+    span = batch_size * group
+    batches = []
+    for start in range(0, len(order), span):
+        chunk = order[start : start + span]
+        chunk = chunk[np.argsort(-lengths[chunk], kind="stable")]
+        batches += [chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size)]
+    return [batches[i] for i in rng.permutation(len(batches))]
+
+
+def sorted_batches(lengths: np.ndarray, batch_size: int) -> list[np.ndarray]:
+    """Batches in length order, for evaluation and prediction (results are put back in order)."""
+    order = np.argsort(-lengths, kind="stable")
+    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+def collate(
+    packed: Packed, indices: np.ndarray, pad_id: int, labels: np.ndarray | None = None
+) -> dict[str, torch.Tensor]:
+    """Pad the examples at ``indices`` to the longest among them (not to max length)."""
+    lengths = packed.lengths[indices]
+    width = int(lengths.max())
+    ids = np.full((len(indices), width), pad_id, dtype=np.int64)
+    types = np.zeros((len(indices), width), dtype=np.int64)
+    mask = np.zeros((len(indices), width), dtype=np.int64)
+    for row, i in enumerate(indices):
+        start, end = packed.offsets[i], packed.offsets[i + 1]
+        ids[row, : end - start] = packed.ids[start:end]
+        types[row, : end - start] = packed.types[start:end]
+        mask[row, : end - start] = 1
+    batch = {
+        "input_ids": torch.from_numpy(ids),
+        "token_type_ids": torch.from_numpy(types),
+        "attention_mask": torch.from_numpy(mask),
+    }
+    if labels is not None:
+        batch["labels"] = torch.from_numpy(np.asarray(labels[indices]))
+    return batch
+
+
+def iterate_batches(
+    batches: list[np.ndarray], packed: Packed, pad_id: int, labels: np.ndarray | None = None
+) -> Iterator[tuple[np.ndarray, dict[str, torch.Tensor]]]:
+    for indices in batches:
+        yield indices, collate(packed, indices, pad_id, labels)

@@ -1,0 +1,155 @@
+"""Use a trained run: load it, compute logits for packed inputs, predict labels with probabilities."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from .errors import ModelError
+from .packing import Packed, Tokenizer, iterate_batches, pack_texts, sorted_batches
+from .runtime import autocast, pick_device, pick_precision
+
+RUN_CONFIG = "bertfit.json"
+RESULTS = "results.json"
+
+
+@torch.inference_mode()
+def compute_logits(
+    model: nn.Module,
+    packed: Packed,
+    pad_id: int,
+    batch_size: int = 64,
+    device: torch.device | None = None,
+    dtype: torch.dtype | None = None,
+) -> np.ndarray:
+    """Logits for every packed example, in input order; batches are formed by length for speed."""
+    device = device or next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    out = None
+    for indices, batch in iterate_batches(
+        sorted_batches(packed.lengths, batch_size), packed, pad_id
+    ):
+        batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+        with autocast(device, dtype):
+            logits = model(**batch).logits.float().cpu().numpy()
+        if out is None:
+            out = np.empty((len(packed), logits.shape[1]), dtype=np.float32)
+        out[indices] = logits
+    model.train(was_training)
+    return out
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = logits - logits.max(axis=-1, keepdims=True)
+    exp = np.exp(shifted)
+    return exp / exp.sum(axis=-1, keepdims=True)
+
+
+@dataclass
+class Run:
+    """A finished run directory, loaded: the model, its tokenizer and what it was trained with.
+
+    Example: ``bertfit.load("runs/sst2").predict(["a gorgeous, witty, seductive movie"])``.
+    """
+
+    directory: Path
+    meta: dict
+    results: dict
+    model: nn.Module = field(repr=False)
+    tokenizer: Tokenizer = field(repr=False)
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+
+    @property
+    def labels(self) -> list[str]:
+        return self.meta["labels"]
+
+    @property
+    def is_pair(self) -> bool:
+        return self.meta["columns"]["pair"] is not None
+
+    def pack(self, texts: list[str], pairs: list[str] | None = None) -> Packed:
+        cfg = self.meta["config"]
+        return pack_texts(self.tokenizer, texts, pairs, cfg["max_length"], cfg["truncation"])
+
+    def logits(
+        self, texts: list[str], pairs: list[str] | None = None, batch_size: int = 64
+    ) -> np.ndarray:
+        """Raw output scores, one row per input."""
+        dtype = pick_precision("auto", self.device)
+        return compute_logits(
+            self.model,
+            self.pack(texts, pairs),
+            self.tokenizer.pad_token_id,
+            batch_size,
+            self.device,
+            dtype,
+        )
+
+    def predict(
+        self, texts: list[str] | str, pairs: list[str] | str | None = None, batch_size: int = 64
+    ) -> list[dict]:
+        """One ``{"label", "probabilities"}`` record per input, in input order.
+
+        ``pairs`` gives the second texts of a pair task, e.g.
+        ``run.predict(["A man sleeps."], ["A person rests."])``.
+        """
+        if isinstance(texts, str):
+            texts = [texts]
+        if isinstance(pairs, str):
+            pairs = [pairs]
+        if self.is_pair and pairs is None:
+            raise ModelError(
+                f"{self.directory}: this model was trained on text pairs; give the second texts too"
+            )
+        if not self.is_pair and pairs is not None:
+            raise ModelError(
+                f"{self.directory}: this model was trained on single texts; a pair text was given"
+            )
+        if pairs is not None and len(pairs) != len(texts):
+            raise ModelError(f"got {len(texts)} texts but {len(pairs)} pair texts")
+        probabilities = softmax(
+            self.logits(list(texts), None if pairs is None else list(pairs), batch_size)
+        )
+        return [self._record(row) for row in probabilities]
+
+    def _record(self, probabilities: np.ndarray) -> dict:
+        best = int(probabilities.argmax())
+        return {
+            "label": self.output_label(best),
+            "probabilities": {
+                label: round(float(p), 6) for label, p in zip(self.labels, probabilities)
+            },
+        }
+
+    def output_label(self, index: int) -> str | int:
+        """The label as it appeared in the training data (an int when all labels were integers)."""
+        label = self.labels[index]
+        return int(label) if self.meta.get("label_is_int") else label
+
+
+def load(run_dir: str | Path, device: str = "auto") -> Run:
+    """Load a finished run directory written by ``bertfit train``."""
+    from .model import load_classifier
+
+    directory = Path(run_dir)
+    if not directory.is_dir():
+        raise ModelError(f"{directory}: no such run directory")
+    if not (directory / RUN_CONFIG).is_file():
+        raise ModelError(f"{directory}: not a bertfit run directory (no {RUN_CONFIG})")
+    if not (directory / RESULTS).is_file():
+        raise ModelError(f"{directory}: the run did not finish (no {RESULTS}); train it again")
+    try:
+        meta = json.loads((directory / RUN_CONFIG).read_text(encoding="utf-8"))
+        results = json.loads((directory / RESULTS).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as err:
+        raise ModelError(f"{directory}: damaged run files ({err})") from None
+    model, tokenizer = load_classifier(directory, meta["encoder"]["kind"])
+    torch_device = pick_device(device)
+    model.to(torch_device).eval()
+    return Run(directory, meta, results, model, tokenizer, torch_device)

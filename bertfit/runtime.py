@@ -1,0 +1,65 @@
+"""Where and how tensors run: device, mixed precision, CPU threads."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+
+import torch
+
+from .errors import ConfigError
+
+
+def pick_device(spec: str = "auto") -> torch.device:
+    """``auto`` takes the GPU when there is one."""
+    if spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(spec)
+    except RuntimeError:
+        raise ConfigError(f"--device must be auto, cpu, cuda or cuda:N, got {spec!r}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("--device cuda: no CUDA GPU is available here; use --device cpu")
+    return device
+
+
+def cpu_has_bf16() -> bool:
+    """True on CPUs with native bf16 matrix instructions (AVX-512 BF16 or AMX)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return " avx512_bf16" in flags or " amx_bf16" in flags
+
+
+def pick_precision(spec: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype (None for fp32): bf16 where the hardware runs it fast, fp16 on older GPUs."""
+    if spec == "fp32":
+        return None
+    if spec == "bf16":
+        return torch.bfloat16
+    if spec == "fp16":
+        if device.type != "cuda":
+            raise ConfigError("--precision fp16 needs a CUDA GPU; use bf16 or fp32 on the CPU")
+        return torch.float16
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.bfloat16 if cpu_has_bf16() else None
+
+
+def autocast(device: torch.device, dtype: torch.dtype | None):
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=dtype)
+
+
+def set_threads(threads: int | None) -> None:
+    """Use the cores this process may run on (torch's default can exceed a container's share)."""
+    if threads is None:
+        try:
+            threads = len(os.sched_getaffinity(0))
+        except AttributeError:  # not on Linux
+            threads = os.cpu_count() or 1
+        threads = min(threads, torch.get_num_threads()) or 1
+    torch.set_num_threads(threads)
