@@ -120,7 +120,9 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
                 dest=field.name,
                 action=argparse.BooleanOptionalAction,
                 default=field.default,
-                help=help_text + f" (default: {'on' if field.default else 'off'})",
+                help=help_text
+                if field.default is None
+                else help_text + f" (default: {'on' if field.default else 'off'})",
             )
         else:
             parser.add_argument(

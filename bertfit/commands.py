@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import io
 import json
 import logging
 from pathlib import Path
@@ -81,13 +80,6 @@ def write_predictions(path: str, records: list[dict], labels: list[str]) -> None
             writer.writerow(
                 [record["label"], *(record["probabilities"][label] for label in labels)]
             )
-
-
-def format_predictions_jsonl(records: list[dict]) -> str:
-    out = io.StringIO()
-    for record in records:
-        out.write(json.dumps(record, ensure_ascii=False) + "\n")
-    return out.getvalue()
 
 
 QUICKSTART_SENTENCES = [

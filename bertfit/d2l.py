@@ -27,7 +27,6 @@ softmax; dropout is applied to the attention weights.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import math
@@ -36,7 +35,7 @@ import re
 import shutil
 import tempfile
 import zipfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -46,6 +45,7 @@ from torch import nn
 from transformers.modeling_outputs import SequenceClassifierOutput
 
 from bertfit.errors import ConfigError, ModelError
+from bertfit.files import save_file_atomic, write_json, write_text
 
 # The book's vocabulary: d2l.Vocab puts "<unk>" at index 0, then the reserved tokens of the BERT
 # pretraining data set ("<pad>", "<mask>", "<cls>", "<sep>"), then words by frequency.
@@ -340,7 +340,7 @@ class D2LTokenizer:
     def save(self, directory: str | os.PathLike) -> None:
         """Write ``vocab.json`` (atomically) in ``directory``."""
         text = json.dumps(self.vocab, ensure_ascii=False)
-        _atomic_write_bytes(Path(directory) / VOCAB_FILE, text.encode("utf-8"))
+        write_text(Path(directory) / VOCAB_FILE, text)
 
     @classmethod
     def load(cls, directory: str | os.PathLike) -> D2LTokenizer:
@@ -349,28 +349,6 @@ class D2LTokenizer:
 
 # --------------------------------------------------------------------------------------------
 # Files
-
-
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    with _atomic_path(path) as tmp, open(tmp, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-
-
-@contextlib.contextmanager
-def _atomic_path(path: Path) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; it replaces ``path`` if the block succeeds."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        yield Path(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
 
 
 def _read_vocab(path: Path, label: str | None = None) -> list[str]:
@@ -542,10 +520,10 @@ def save_d2l_model(
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    with _atomic_path(out / WEIGHTS_FILE) as tmp:
-        save_file(tensors, str(tmp), metadata={"format": "pt", "model_type": MODEL_TYPE})
+    metadata = {"format": "pt", "model_type": MODEL_TYPE}
+    save_file_atomic(lambda tmp: save_file(tensors, tmp, metadata=metadata), out / WEIGHTS_FILE)
     config = {"model_type": MODEL_TYPE, **model.config.to_dict(), "num_labels": model.num_labels}
-    _atomic_write_bytes(out / CONFIG_FILE, (json.dumps(config, indent=2) + "\n").encode("utf-8"))
+    write_json(out / CONFIG_FILE, config)
     tokenizer.save(out)
 
 

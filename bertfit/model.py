@@ -148,13 +148,31 @@ def embedding_modules(model: nn.Module) -> list[nn.Module | nn.Parameter]:
     return [model.base_model.embeddings]
 
 
-def freeze(model: nn.Module, embeddings: bool, train_last_layers: int | None) -> None:
-    """Freeze the embeddings and/or all but the last N blocks (the head always trains)."""
+def word_embeddings(model: nn.Module) -> nn.Embedding:
+    if hasattr(model, "encoder") and hasattr(model.encoder, "blks"):
+        return model.encoder.token_embedding
+    return model.get_input_embeddings()
+
+
+def freeze(
+    model: nn.Module,
+    embeddings: bool,
+    train_last_layers: int | None,
+    word_embeddings_too: bool = True,
+) -> None:
+    """Freeze the embeddings and/or all but the last N blocks (the head always trains).
+
+    ``word_embeddings_too=False`` freezes just the word-embedding matrix: for a small encoder it
+    is half the parameters, and its dense gradient and optimizer update cost more time than
+    fine-tuning it gains (measured on SST-2, see benchmarks/).
+    """
 
     def off(part: nn.Module | nn.Parameter) -> None:
         for param in [part] if isinstance(part, nn.Parameter) else part.parameters():
             param.requires_grad_(False)
 
+    if not word_embeddings_too:
+        off(word_embeddings(model))
     if embeddings or train_last_layers is not None:
         for part in embedding_modules(model):
             off(part)
@@ -162,6 +180,40 @@ def freeze(model: nn.Module, embeddings: bool, train_last_layers: int | None) ->
         layers = encoder_layers(model)
         for layer in list(layers)[: max(0, len(layers) - train_last_layers)]:
             off(layer)
+
+
+class FastDropout(nn.Module):
+    """Dropout with the same distribution as ``nn.Dropout``, about 3x faster on CPUs.
+
+    ``bernoulli_`` draws one random number per element; here one 64-bit draw yields four
+    16-bit numbers, compared against ``p`` (resolution 1/65536). Dropout was a tenth of a
+    training step's time for a small encoder on a 2-core CPU.
+    """
+
+    def __init__(self, p: float) -> None:
+        super().__init__()
+        self.p = p
+        self.threshold = -32768 + round(p * 65536)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0:
+            return x
+        words = (x.numel() + 3) // 4
+        noise = torch.randint(-(2**63), 2**63 - 1, (words,), dtype=torch.int64, device=x.device)
+        keep = noise.view(torch.int16)[: x.numel()].view(x.shape) >= self.threshold
+        return x * keep.to(x.dtype) * (1.0 / (1.0 - self.p))
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
+
+
+def use_fast_dropout(model: nn.Module) -> None:
+    """Swap every ``nn.Dropout`` for ``FastDropout`` (CPU only: GPUs have fast dropout kernels)."""
+    for name, child in model.named_children():
+        if isinstance(child, nn.Dropout):
+            setattr(model, name, FastDropout(child.p))
+        else:
+            use_fast_dropout(child)
 
 
 def save_classifier(model: nn.Module, tokenizer: Tokenizer, directory: Path) -> None:

@@ -329,3 +329,30 @@ def test_command_table_and_help_stay_in_sync():
             )
             assert flag in help_text, (name, flag)
     assert "(default: 128)" in sub.choices["train"].format_help()
+
+
+def test_layer_lr_decay_groups(tiny_bert):
+    from bertfit.encoders import resolve_encoder
+    from bertfit.model import build_classifier
+    from bertfit.training import make_optimizer
+
+    model = build_classifier(resolve_encoder(str(tiny_bert)), ["a", "b"])
+    optimizer = make_optimizer(model, 1e-3, 0.01, torch.device("cpu"), layer_decay=0.5)
+    rates = sorted({group["lr"] for group in optimizer.param_groups})
+    assert rates == pytest.approx(
+        [1e-3 * 0.5**3, 1e-3 * 0.5**2, 1e-3 * 0.5, 1e-3]
+    )  # emb, 2 blocks, head
+    no_decay = [g for g in optimizer.param_groups if g["weight_decay"] == 0]
+    assert all(p.ndim < 2 for g in no_decay for p in g["params"])
+
+
+def test_quickstart_runs_on_the_bundled_sample(tmp_path, cache_env, capsys):
+    assert (
+        main(
+            ["quickstart", "--output", str(tmp_path / "qs"), "--train-limit", "64", "--no-progress"]
+        )
+        == 0
+    )
+    out = capsys.readouterr().out
+    assert "accuracy:" in out and "a gorgeous, witty, seductive movie." in out
+    assert (tmp_path / "qs" / "results.json").is_file()

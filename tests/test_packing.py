@@ -136,3 +136,21 @@ def test_pack_texts_respects_max_length_and_cache(tmp_path):
     assert again.ids.tolist() == first.ids.tolist() == packed.ids.tolist()
     pack_cached(tok, texts, pairs, 7, "longest-first", tmp_path)
     assert tok.calls > calls  # another max length is another cache entry
+
+
+def test_fast_dropout_matches_dropout_statistics():
+    import torch
+
+    from bertfit.model import FastDropout
+
+    torch.manual_seed(0)
+    layer = FastDropout(0.1).train()
+    x = torch.ones(200, 1000)
+    y = layer(x)
+    kept = (y != 0).float().mean().item()
+    assert abs(kept - 0.9) < 0.005
+    assert torch.allclose(y[y != 0], torch.full_like(y[y != 0], 1 / 0.9))
+    assert abs(y.mean().item() - 1.0) < 0.01
+    assert torch.equal(layer.eval()(x), x)
+    odd = torch.ones(3, 5, 7)  # sizes not divisible by four
+    assert layer.train()(odd).shape == odd.shape
