@@ -60,7 +60,7 @@ def predict(config: PredictConfig, run: Run | None = None) -> list[dict]:
     columns = _columns(run, config.text_column, config.pair_column, None)
     examples = read_examples(config.input, columns, with_labels=False)
     logits = run.logits(examples.texts, examples.pairs, config.batch_size)
-    records = [run._record(row) for row in softmax(logits)]
+    records = [run.record(row) for row in softmax(logits)]
     if config.output:
         write_predictions(config.output, records, run.labels)
     return records

@@ -116,9 +116,10 @@ class Run:
         probabilities = softmax(
             self.logits(list(texts), None if pairs is None else list(pairs), batch_size)
         )
-        return [self._record(row) for row in probabilities]
+        return [self.record(row) for row in probabilities]
 
-    def _record(self, probabilities: np.ndarray) -> dict:
+    def record(self, probabilities: np.ndarray) -> dict:
+        """The prediction record for one row of probabilities: best label and all probabilities."""
         best = int(probabilities.argmax())
         return {
             "label": self.output_label(best),

@@ -104,7 +104,7 @@ def train(config: TrainConfig) -> Run:
         use_fast_dropout(model)
     model.to(device)
 
-    _start_run_dir(output, config, encoder, labels, train_examples, lr)
+    _start_run_dir(output, config, encoder, labels, train_examples)
     save = lambda: save_classifier(model, tokenizer, output)  # noqa: E731
     summary = fit(
         model,
@@ -399,13 +399,12 @@ def _start_run_dir(
     encoder: Encoder,
     labels: list[str],
     train_examples: Examples,
-    lr: float,
 ) -> None:
     """Clear an overwritten run and write the resolved config; results.json comes only at the end."""
     if output.is_dir():
         shutil.rmtree(output)
     output.mkdir(parents=True)
-    resolved = config.to_dict() | {"lr": lr, "model": config.model or DEFAULT_MODEL}
+    resolved = config.to_dict() | {"model": config.model or DEFAULT_MODEL}
     write_json(
         output / RUN_CONFIG,
         {

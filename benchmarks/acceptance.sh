@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# The accuracy runs of the core issue's acceptance, on the shared real data (never copied here).
+# Usage: bash benchmarks/acceptance.sh [sst2-8k|sst2-full|snli] ...   (default: all three)
+# Each run prints its epoch lines; the figures land in runs/acceptance/<name>/results.json.
+set -euo pipefail
+data=${BERTFIT_DATA:-../shared/datasets}
+sst=$data/glue/SST-2
+runs=${RUNS:-runs/acceptance}
+for job in "${@:-sst2-8k sst2-full snli}"; do
+  for name in $job; do
+    case $name in
+      sst2-8k)   bertfit train --train "$sst/train.tsv.gz" --dev "$sst/dev.tsv" --text-column sentence \
+                   --train-limit 8000 --epochs 1 --output "$runs/$name" --overwrite --no-progress ;;
+      sst2-full) bertfit train --train "$sst/train.tsv.gz" --dev "$sst/dev.tsv" --text-column sentence \
+                   --epochs 1 --output "$runs/$name" --overwrite --no-progress ;;
+      snli)      bertfit train --train "$data/snli/validation.tsv" --text-column premise --pair-column hypothesis \
+                   --epochs 2 --dev-fraction 0.1 --output "$runs/$name" --overwrite --no-progress ;;
+      *) echo "unknown run $name" >&2; exit 2 ;;
+    esac
+    python - "$runs/$name/results.json" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1]))
+print(f"{sys.argv[1]}: dev accuracy {r['dev']['accuracy']:.4f}, {r['train_examples_per_second']} train examples/s, {r['train_seconds']} s")
+PY
+  done
+done
