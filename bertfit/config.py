@@ -198,7 +198,7 @@ class QuickstartConfig:
     """Fine-tune the default encoder on the bundled SST-2 sample, evaluate, and predict two sentences."""
 
     output: str = _f("runs/quickstart", "run directory to write")
-    epochs: int = _f(1, "passes over the sample")
+    epochs: int = _f(2, "passes over the sample")
     train_limit: int | None = _f(None, "use only the first N sample rows")
     overwrite: bool = _f(True, "replace an earlier quickstart run")
     progress: bool = _f(True, "show a progress bar")
