@@ -29,6 +29,7 @@ from .data import Columns, Examples, check_known_labels, label_set, read_example
 from .encoders import DEFAULT_NAME, Encoder, resolve_encoder
 from .errors import ConfigError
 from .evaluation import classification_metrics, headline
+from .fastbert import training_forward
 from .files import append_jsonl, write_json
 from .model import (
     build_classifier,
@@ -225,6 +226,7 @@ def fit(
         else:
             state["bad_evals"] += 1
 
+    forward = training_forward(model)
     model.train()
     for epoch in range(1, config.epochs + 1):
         batches = length_grouped_batches(
@@ -248,7 +250,7 @@ def fit(
             }
             targets = batch.pop("labels")
             with autocast(device, dtype):
-                logits = model(**batch).logits
+                logits = forward(**batch)
             loss = F.cross_entropy(logits.float(), targets)
             scaler.scale(loss / config.grad_accum).backward()
             if (i + 1) % config.grad_accum == 0 or i + 1 == len(batches):

@@ -1,0 +1,78 @@
+"""A lean training forward for Hugging Face BERT classifiers, over the model's own weights.
+
+Same maths as ``BertForSequenceClassification`` (tested to 1e-5), without the per-module
+wrappers, and with the query/key/value projections fused into one matrix multiply. On a 2-core
+CPU a small encoder spends a fifth of each step in framework overhead; this trims it.
+Anything that is not a plain BERT classifier runs through the model's own forward.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def supports_lean_forward(model: nn.Module) -> bool:
+    config = getattr(model, "config", None)
+    return (
+        type(model).__name__ == "BertForSequenceClassification"
+        and getattr(config, "position_embedding_type", "absolute") == "absolute"
+        and getattr(config, "hidden_act", None) == "gelu"
+        and getattr(config, "problem_type", None) in (None, "single_label_classification")
+        and not getattr(config, "is_decoder", False)
+    )
+
+
+def _attention(layer: nn.Module, x: torch.Tensor, mask: torch.Tensor, heads: int) -> torch.Tensor:
+    sa = layer.attention.self
+    batch, length, width = x.shape
+    weight = torch.cat([sa.query.weight, sa.key.weight, sa.value.weight])
+    bias = torch.cat([sa.query.bias, sa.key.bias, sa.value.bias])
+    q, k, v = (
+        F.linear(x, weight, bias)
+        .view(batch, length, 3, heads, width // heads)
+        .permute(2, 0, 3, 1, 4)
+    )
+    dropout = getattr(sa.dropout, "p", 0.0)
+    out = F.scaled_dot_product_attention(
+        q, k, v, attn_mask=mask, dropout_p=dropout if layer.training else 0.0
+    )
+    return out.transpose(1, 2).reshape(batch, length, width)
+
+
+def lean_logits(
+    model: nn.Module,
+    input_ids: torch.Tensor,
+    token_type_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+) -> torch.Tensor:
+    """Logits of a ``BertForSequenceClassification`` for right-padded inputs."""
+    bert, heads = model.bert, model.config.num_attention_heads
+    emb = bert.embeddings
+    positions = torch.arange(input_ids.shape[1], device=input_ids.device)
+    x = (
+        emb.word_embeddings(input_ids)
+        + emb.position_embeddings(positions)
+        + emb.token_type_embeddings(token_type_ids)
+    )
+    x = emb.dropout(emb.LayerNorm(x))
+    mask = attention_mask[:, None, None, :].bool()
+    for layer in bert.encoder.layer:
+        out = layer.attention.output
+        x = out.LayerNorm(out.dropout(out.dense(_attention(layer, x, mask, heads))) + x)
+        ffn = layer.output
+        x = ffn.LayerNorm(ffn.dropout(ffn.dense(F.gelu(layer.intermediate.dense(x)))) + x)
+    pooled = torch.tanh(bert.pooler.dense(x[:, 0]))
+    return model.classifier(model.dropout(pooled))
+
+
+def training_forward(model: nn.Module) -> Callable[..., torch.Tensor]:
+    """The fastest correct way to get logits from ``model`` for a training batch."""
+    if supports_lean_forward(model):
+        return lambda **batch: lean_logits(
+            model, batch["input_ids"], batch["token_type_ids"], batch["attention_mask"]
+        )
+    return lambda **batch: model(**batch).logits

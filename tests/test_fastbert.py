@@ -1,0 +1,56 @@
+import torch
+
+from bertfit.encoders import resolve_encoder
+from bertfit.fastbert import lean_logits, supports_lean_forward, training_forward
+from bertfit.model import FastDropout, build_classifier, use_fast_dropout
+
+
+def padded_batch():
+    torch.manual_seed(0)
+    ids = torch.randint(5, 40, (4, 9))
+    mask = torch.ones(4, 9, dtype=torch.long)
+    mask[1, 6:] = 0
+    mask[2, 3:] = 0
+    types = torch.zeros_like(ids)
+    types[:, 5:] = 1
+    return {"input_ids": ids, "token_type_ids": types, "attention_mask": mask}
+
+
+def test_lean_forward_matches_transformers(tiny_bert):
+    model = build_classifier(resolve_encoder(str(tiny_bert)), ["a", "b", "c"]).eval()
+    assert supports_lean_forward(model)
+    batch = padded_batch()
+    with torch.no_grad():
+        expected = model(**batch).logits
+        got = lean_logits(model, **batch)
+    assert torch.allclose(got, expected, atol=1e-5)
+
+
+def test_lean_forward_trains_with_dropout_and_gradients(tiny_bert):
+    model = build_classifier(resolve_encoder(str(tiny_bert)), ["a", "b"], dropout=0.5)
+    use_fast_dropout(model)
+    assert isinstance(model.bert.encoder.layer[0].attention.self.dropout, FastDropout)
+    model.train()
+    forward = training_forward(model)
+    batch = padded_batch()
+    first, second = forward(**batch), forward(**batch)
+    assert not torch.allclose(first, second)  # dropout is active in training
+    first.sum().backward()
+    assert model.bert.encoder.layer[0].attention.self.query.weight.grad is not None
+
+
+def test_other_models_use_their_own_forward():
+    from bertfit.d2l import D2LBertForSequenceClassification, D2LConfig
+
+    model = D2LBertForSequenceClassification(
+        D2LConfig(
+            vocab_size=20, num_hiddens=8, ffn_num_hiddens=16, num_heads=2, num_layers=1, max_len=16
+        ),
+        2,
+    )
+    assert not supports_lean_forward(model)
+    ids = torch.randint(0, 20, (2, 5))
+    logits = training_forward(model)(
+        input_ids=ids, token_type_ids=torch.zeros_like(ids), attention_mask=torch.ones_like(ids)
+    )
+    assert logits.shape == (2, 2)
