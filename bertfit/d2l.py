@@ -351,14 +351,19 @@ class D2LTokenizer:
 # Files
 
 
-def _read_vocab(path: Path, label: str | None = None) -> list[str]:
-    label = label or str(path)
+def _read_json(path: Path, label: str) -> Any:
+    """Parsed JSON, or a ModelError naming the file."""
     try:
-        vocab = json.loads(path.read_text(encoding="utf-8"))
+        return json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ModelError(f"{label}: file not found") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ModelError(f"{label}: cannot read vocab ({exc})") from None
+        raise ModelError(f"{label}: cannot read ({exc})") from None
+
+
+def _read_vocab(path: Path, label: str | None = None) -> list[str]:
+    vocab = _read_json(path, label or str(path))
+    label = label or str(path)
     if not isinstance(vocab, list) or not vocab or not all(isinstance(t, str) for t in vocab):
         raise ModelError(f"{label}: expected a non-empty JSON list of token strings")
     return vocab
@@ -536,12 +541,7 @@ def load_d2l_model(
 
     folder = Path(directory)
     config_path = folder / CONFIG_FILE
-    try:
-        raw = json.loads(config_path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ModelError(f"{config_path}: file not found") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ModelError(f"{config_path}: cannot read ({exc})") from None
+    raw = _read_json(config_path, str(config_path))
     if not isinstance(raw, dict) or not isinstance(raw.get("num_labels"), int):
         raise ModelError(f"{config_path}: expected an object with an integer num_labels")
     try:
