@@ -17,7 +17,14 @@ import typing
 from collections.abc import Callable
 
 from . import __version__
-from .config import EvaluateConfig, PredictConfig, QuickstartConfig, TrainConfig
+from .config import (
+    DataConfig,
+    EvaluateConfig,
+    PredictConfig,
+    QuickstartConfig,
+    TasksConfig,
+    TrainConfig,
+)
 from .errors import BertfitError
 
 
@@ -43,8 +50,15 @@ def _run_predict(config: PredictConfig) -> int:
     records = predict(config)
     if config.text is not None:
         record = records[0]
+        if "score" in record:
+            sys.stdout.write(f"score: {record['score']:.4f}\n")
+            return 0
         probs = ", ".join(f"{label} {p:.4f}" for label, p in record["probabilities"].items())
-        sys.stdout.write(f"label: {record['label']}\nprobabilities: {probs}\n")
+        if "labels" in record:
+            sys.stdout.write(f"labels: {', '.join(map(str, record['labels'])) or '(none)'}\n")
+        else:
+            sys.stdout.write(f"label: {record['label']}\n")
+        sys.stdout.write(f"probabilities: {probs}\n")
     elif config.output is None:
         sys.stdout.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
     else:
@@ -73,12 +87,50 @@ def _run_quickstart(config: QuickstartConfig) -> int:
     return 0
 
 
+def _run_tasks(config: TasksConfig) -> int:
+    from .tasks import describe_tasks
+
+    records = describe_tasks(config.data_dir, config.cache_dir)
+    if config.json:
+        sys.stdout.write(json.dumps(records, indent=2) + "\n")
+        return 0
+    lines = []
+    for r in records:
+        rows = ", ".join(f"{split} {n:,}" for split, n in r["rows"].items())
+        kind = r["problem"] if r["labels"] is None else f"labels: {', '.join(r['labels'])}"
+        lines += [
+            f"{r['task']:<7} {r['title']}",
+            f"        {kind}; metrics: {', '.join(r['metrics'])}; rows: {rows}",
+            f"        download {r['download_bytes'] / 1e6:.1f} MB; licence: {r['licence']}",
+            f"        {'found: ' + r['found'] if r['found'] else 'not here yet; looked in ' + ', '.join(r['looked_for'])}",
+        ]
+    sys.stdout.write("\n".join(lines) + "\n")
+    return 0
+
+
+def _run_data(config: DataConfig) -> int:
+    from .tasks import get_task, locate
+
+    task = get_task(config.task)
+    folder = locate(
+        task,
+        config.data_dir,
+        config.cache_dir,
+        download=config.action == "download",
+        progress=config.progress,
+    )
+    sys.stdout.write(f"{folder}\n")
+    return 0
+
+
 # The command table: name -> (config class, runner). One test checks it stays in sync.
 COMMANDS: dict[str, tuple[type, Callable[[typing.Any], int]]] = {
     "train": (TrainConfig, _run_train),
     "evaluate": (EvaluateConfig, _run_evaluate),
     "predict": (PredictConfig, _run_predict),
     "quickstart": (QuickstartConfig, _run_quickstart),
+    "tasks": (TasksConfig, _run_tasks),
+    "data": (DataConfig, _run_data),
 }
 
 
@@ -113,7 +165,7 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
         ):
             help_text += f" (default: {field.default})"
         if meta.get("positional"):
-            parser.add_argument(field.name, type=kind, help=help_text)
+            parser.add_argument(field.name, type=kind, choices=choices, help=help_text)
         elif kind is bool:
             parser.add_argument(
                 _flag(field.name),

@@ -8,11 +8,11 @@ import logging
 from pathlib import Path
 
 from .config import EvaluateConfig, PredictConfig, QuickstartConfig, TrainConfig
-from .data import Columns, check_known_labels, file_format, read_examples
+from .data import Columns, Examples, check_known_labels, file_format, label_targets, read_examples
 from .errors import ConfigError
-from .evaluation import classification_metrics
+from .evaluation import MULTI, REGRESSION, score_outputs
 from .files import atomic_open
-from .predict import Run, compute_logits, load, softmax
+from .predict import Run, compute_logits, load
 from .runtime import pick_precision
 
 log = logging.getLogger("bertfit")
@@ -25,12 +25,12 @@ def _columns(run: Run, text: str | None, pair: str | None, label: str | None) ->
 
 
 def evaluate(config: EvaluateConfig, run: Run | None = None) -> dict:
-    """Metrics of a run on a labelled file (see ``classification_metrics`` for the keys)."""
+    """Metrics of a run on a labelled file or a task's split (keys as in ``score_outputs``)."""
     config.validate()
     run = run or load(config.run_dir, config.device)
-    columns = _columns(run, config.text_column, config.pair_column, config.label_column)
-    examples = read_examples(config.data, columns)
-    check_known_labels(examples, run.labels)
+    examples = _evaluation_examples(config, run)
+    if run.problem != REGRESSION:
+        check_known_labels(examples, run.labels)
     logits = compute_logits(
         run.model,
         run.pack(examples.texts, examples.pairs),
@@ -39,10 +39,42 @@ def evaluate(config: EvaluateConfig, run: Run | None = None) -> dict:
         run.device,
         pick_precision("auto", run.device),
     )
-    index = {label: i for i, label in enumerate(run.labels)}
-    return classification_metrics(
-        [index[x] for x in examples.labels], logits.argmax(-1), run.labels
+    kind = {REGRESSION: "score", MULTI: "multi"}.get(run.problem, "single")
+    return score_outputs(
+        run.problem,
+        label_targets(examples.labels, run.labels, kind),
+        logits,
+        run.labels,
+        run.thresholds if run.problem == MULTI else None,
     )
+
+
+def _evaluation_examples(config: EvaluateConfig, run: Run) -> Examples:
+    kind = {REGRESSION: "score", MULTI: "multi"}.get(run.problem, "single")
+    if config.task is None:
+        columns = _columns(run, config.text_column, config.pair_column, config.label_column)
+        return read_examples(
+            config.data,
+            columns,
+            label_kind=kind,
+            label_separator=run.meta.get("label_separator", "|"),
+        )
+    from .tasks import get_task, locate, read_split
+
+    task = get_task(config.task)
+    if task.problem != run.problem:
+        raise ConfigError(
+            f"task {task.name} is {task.problem.replace('_', ' ')} but {run.directory} was "
+            f"trained for {run.problem.replace('_', ' ')}"
+        )
+    if (task.pair is None) == run.is_pair:
+        raise ConfigError(
+            f"task {task.name} has {'single texts' if task.pair is None else 'text pairs'} "
+            f"but {run.directory} was trained on {'pairs' if run.is_pair else 'single texts'}"
+        )
+    split = config.split or task.dev_split or task.test_split
+    root = locate(task, config.data_dir, config.cache_dir, config.download, progress=False)
+    return read_split(task, root, split)
 
 
 def predict(config: PredictConfig, run: Run | None = None) -> list[dict]:
@@ -60,14 +92,20 @@ def predict(config: PredictConfig, run: Run | None = None) -> list[dict]:
     columns = _columns(run, config.text_column, config.pair_column, None)
     examples = read_examples(config.input, columns, with_labels=False)
     logits = run.logits(examples.texts, examples.pairs, config.batch_size)
-    records = [run.record(row) for row in softmax(logits)]
+    records = run.records(logits)
     if config.output:
-        write_predictions(config.output, records, run.labels)
+        write_predictions(config.output, records, run.labels, run.meta.get("label_separator", "|"))
     return records
 
 
-def write_predictions(path: str, records: list[dict], labels: list[str]) -> None:
-    """JSONL, CSV or TSV by extension, one record per input row, written atomically."""
+def write_predictions(
+    path: str, records: list[dict], labels: list[str], separator: str = "|"
+) -> None:
+    """JSONL, CSV or TSV by extension, one record per input row, written atomically.
+
+    CSV/TSV columns: ``label`` (or ``score``, or ``labels`` joined by ``separator``) and one
+    ``p_<label>`` column per label.
+    """
     fmt = file_format(path)
     with atomic_open(path, "w", encoding="utf-8", newline="") as handle:
         if fmt == "jsonl":
@@ -75,11 +113,17 @@ def write_predictions(path: str, records: list[dict], labels: list[str]) -> None
                 handle.write(json.dumps(record, ensure_ascii=False) + "\n")
             return
         writer = csv.writer(handle, delimiter="\t" if fmt == "tsv" else ",", lineterminator="\n")
-        writer.writerow(["label", *(f"p_{label}" for label in labels)])
+        if records and "score" in records[0]:
+            writer.writerow(["score"])
+            writer.writerows([record["score"]] for record in records)
+            return
+        first = "labels" if records and "labels" in records[0] else "label"
+        writer.writerow([first, *(f"p_{label}" for label in labels)])
         for record in records:
-            writer.writerow(
-                [record["label"], *(record["probabilities"][label] for label in labels)]
-            )
+            value = record[first]
+            if first == "labels":
+                value = separator.join(map(str, value))
+            writer.writerow([value, *(record["probabilities"][label] for label in labels)])
 
 
 QUICKSTART_SENTENCES = [

@@ -36,8 +36,23 @@ def _raise_if(problems: list[str]) -> None:
 class TrainConfig:
     """Fine-tune a pretrained encoder on a labelled file and write a run directory."""
 
-    train: str = _f(None, "training file: .csv, .tsv or .jsonl, optionally .gz", required=True)
+    train: str | None = _f(
+        None, "training file: .csv, .tsv or .jsonl, optionally .gz (or use --task)"
+    )
     output: str = _f(None, "run directory to write (model, metrics, results)", required=True)
+    task: str | None = _f(
+        None,
+        "a named corpus instead of --train: snli, imdb, nsmc, sst2, mnli, ... (see 'bertfit tasks')",
+    )
+    data_dir: str | None = _f(
+        None,
+        "folder searched first for the task's archive or extracted folder [default: $BERTFIT_DATA_DIR]",
+    )
+    download: bool = _f(True, "download a task's corpus when no local copy is found")
+    train_split: str = _f("train", "the task's split to train on")
+    eval_split: str | None = _f(
+        None, "the task's split used as dev [default: the task's dev split, e.g. dev_matched]"
+    )
     dev: str | None = _f(
         None, "dev file; without it a stratified --dev-fraction of train is held out"
     )
@@ -50,8 +65,21 @@ class TrainConfig:
     )
     pair_column: str | None = _f(None, "column with the second text of a pair task")
     label_column: str = _f("label", "column with the label")
-    train_limit: int | None = _f(None, "use only the first N training rows")
-    dev_fraction: float = _f(0.1, "fraction of train held out as dev when no --dev is given")
+    regression: bool = _f(False, "the label is a number: one output, mean squared error")
+    multi_label: bool = _f(
+        False, "each row has a set of labels (JSON list, or separated by --label-separator)"
+    )
+    label_separator: str = _f("|", "separator of several labels in one CSV/TSV field")
+    tune_thresholds: bool = _f(
+        False, "multi-label: tune each label's decision threshold on dev (else 0.5)"
+    )
+    train_limit: int | None = _f(
+        None, "use only the first N training rows (a seeded sample for label-grouped corpora)"
+    )
+    dev_fraction: float | None = _f(
+        None,
+        "hold out this fraction of train as dev (stratified, seeded) [default: 0.1 when there is no dev file or split]",
+    )
     skip_bad_rows: bool = _f(
         False, "drop rows with an empty text or missing label instead of stopping"
     )
@@ -88,8 +116,9 @@ class TrainConfig:
     early_stopping_patience: int | None = _f(
         None, "stop after N evaluations without dev improvement"
     )
-    metric: str = _f(
-        "accuracy", "dev metric that picks the best checkpoint (accuracy, macro_f1, f1, mcc)"
+    metric: str | None = _f(
+        None,
+        "dev metric that picks the best checkpoint: accuracy, macro_f1, f1, mcc; spearman, pearson (regression); micro_f1, macro_f1, exact_match (multi-label) [default: the task's first metric, accuracy, spearman or micro_f1]",
     )
     seed: int = _f(42, "random seed for initialisation, split and batch order")
     precision: Literal["auto", "bf16", "fp16", "fp32"] = _f(
@@ -98,7 +127,8 @@ class TrainConfig:
     device: str = _f("auto", "auto, cpu, cuda or cuda:N")
     threads: int | None = _f(None, "CPU threads for torch [default: physical cores]")
     cache_dir: str | None = _f(
-        None, "where tokenised inputs are cached [default: ~/.cache/bertfit]"
+        None,
+        "where tokenised inputs and downloaded corpora are kept [default: $BERTFIT_CACHE or ~/.cache/bertfit]",
     )
     overwrite: bool = _f(False, "replace an existing non-empty output directory")
     progress: bool = _f(True, "show a progress bar")
@@ -111,8 +141,24 @@ class TrainConfig:
             problems.append(f"--length-groups must be at least 1, got {self.length_groups}")
         if self.grad_accum < 1:
             problems.append(f"--grad-accum must be at least 1, got {self.grad_accum}")
-        if not 0 < self.dev_fraction < 1:
+        if self.dev_fraction is not None and not 0 < self.dev_fraction < 1:
             problems.append(f"--dev-fraction must be between 0 and 1, got {self.dev_fraction}")
+        if (self.train is None) == (self.task is None):
+            problems.append("give exactly one of --train FILE or --task NAME")
+        if self.task is not None and self.dev is not None:
+            problems.append(
+                "--dev goes with --train; a task has its own dev split (see --eval-split)"
+            )
+        if self.task is None and (self.eval_split is not None or self.train_split != "train"):
+            problems.append("--train-split and --eval-split go with --task")
+        if self.dev is not None and self.dev_fraction is not None:
+            problems.append("give --dev or --dev-fraction, not both")
+        if self.regression and self.multi_label:
+            problems.append("--regression and --multi-label exclude each other")
+        if self.tune_thresholds and not self.multi_label:
+            problems.append("--tune-thresholds goes with --multi-label")
+        if not self.label_separator:
+            problems.append("--label-separator must not be empty")
         if self.max_length < 8:
             problems.append(f"--max-length must be at least 8, got {self.max_length}")
         if self.lr is not None and self.lr <= 0:
@@ -127,10 +173,6 @@ class TrainConfig:
             problems.append(f"--layer-lr-decay must be in (0, 1], got {self.layer_lr_decay}")
         if self.dropout is not None and not 0 <= self.dropout < 1:
             problems.append(f"--dropout must be in [0, 1), got {self.dropout}")
-        if self.metric not in ("accuracy", "macro_f1", "f1", "mcc"):
-            problems.append(
-                f"--metric must be one of accuracy, macro_f1, f1, mcc, got {self.metric!r}"
-            )
         if self.truncation not in TRUNCATIONS:
             problems.append(
                 f"--truncation must be one of {', '.join(TRUNCATIONS)}, got {self.truncation!r}"
@@ -151,7 +193,16 @@ class EvaluateConfig:
     """Score a trained run on a labelled file: accuracy, macro-F1, per-class P/R/F1, confusion."""
 
     run_dir: str = _f(None, "run directory written by 'bertfit train'", positional=True)
-    data: str = _f(None, "labelled file to score", required=True)
+    data: str | None = _f(None, "labelled file to score (or use --task)")
+    task: str | None = _f(None, "score on a named corpus's split instead (see 'bertfit tasks')")
+    split: str | None = _f(None, "the task's split [default: its dev split]")
+    data_dir: str | None = _f(
+        None, "folder searched first for the task's files [default: $BERTFIT_DATA_DIR]"
+    )
+    cache_dir: str | None = _f(
+        None, "downloaded corpora [default: $BERTFIT_CACHE or ~/.cache/bertfit]"
+    )
+    download: bool = _f(True, "download a task's corpus when no local copy is found")
     text_column: str | None = _f(None, "text column [default: as trained]")
     pair_column: str | None = _f(None, "pair column [default: as trained]")
     label_column: str | None = _f(None, "label column [default: as trained]")
@@ -160,7 +211,12 @@ class EvaluateConfig:
     device: str = _f("auto", "auto, cpu, cuda or cuda:N")
 
     def validate(self) -> EvaluateConfig:
-        _raise_if(_problems_common(self))
+        problems = _problems_common(self)
+        if (self.data is None) == (self.task is None):
+            problems.append("give exactly one of --data FILE or --task NAME")
+        if self.split is not None and self.task is None:
+            problems.append("--split goes with --task")
+        _raise_if(problems)
         return self
 
 
@@ -208,6 +264,32 @@ class QuickstartConfig:
         if self.epochs < 1:
             problems.append(f"--epochs must be at least 1, got {self.epochs}")
         _raise_if(problems)
+        return self
+
+
+@dataclass
+class TasksConfig:
+    """List the named tasks: corpus, labels, metrics, sizes, licence, and where each is looked for."""
+
+    data_dir: str | None = _f(None, "folder searched first [default: $BERTFIT_DATA_DIR]")
+    cache_dir: str | None = _f(None, "download cache [default: $BERTFIT_CACHE or ~/.cache/bertfit]")
+    json: bool = _f(False, "print JSON records instead of a table")
+
+    def validate(self) -> TasksConfig:
+        return self
+
+
+@dataclass
+class DataConfig:
+    """Get a task's corpus ready: 'download' fetches and verifies it, 'locate' says where it is."""
+
+    action: Literal["download", "locate"] = _f(None, "download or locate", positional=True)
+    task: str = _f(None, "task name (see 'bertfit tasks')", positional=True)
+    data_dir: str | None = _f(None, "folder searched first [default: $BERTFIT_DATA_DIR]")
+    cache_dir: str | None = _f(None, "download cache [default: $BERTFIT_CACHE or ~/.cache/bertfit]")
+    progress: bool = _f(True, "show a progress bar")
+
+    def validate(self) -> DataConfig:
         return self
 
 

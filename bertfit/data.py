@@ -17,6 +17,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from .errors import DataError
 
 FORMATS = {
@@ -42,6 +44,11 @@ class Examples:
     labels: list[str] | None = None
     lines: list[int] = field(default_factory=list)
     label_is_int: bool = False
+    dropped: dict[str, int] = field(default_factory=dict)  # reason -> rows left out
+
+    @property
+    def rows_read(self) -> int:
+        return len(self.texts) + sum(self.dropped.values())
 
     def __len__(self) -> int:
         return len(self.texts)
@@ -56,7 +63,16 @@ class Examples:
             pick(self.labels),
             pick(self.lines),
             self.label_is_int,
+            dict(self.dropped),
         )
+
+    def describe(self) -> str:
+        """ "1,000 rows read, 12 dropped (12 empty text)": what a reader did, for the log."""
+        line = f"{self.rows_read:,} rows read"
+        if self.dropped:
+            why = ", ".join(f"{n:,} {reason}" for reason, n in sorted(self.dropped.items()))
+            line += f", {sum(self.dropped.values()):,} dropped ({why})"
+        return line
 
 
 @dataclass
@@ -114,8 +130,13 @@ def read_text(path: str | os.PathLike) -> str:
     return text
 
 
-def iter_records(path: str | os.PathLike, has_header: bool) -> tuple[list[str] | None, Iterator]:
-    """(header, records): each record is (line number, dict for JSONL or list of fields)."""
+def iter_records(
+    path: str | os.PathLike, has_header: bool, skip_bad_rows: bool = False
+) -> tuple[list[str] | None, Iterator]:
+    """(header, records): each record is (line number, dict for JSONL or list of fields).
+
+    With ``skip_bad_rows`` a row of the wrong width comes back as the string ``WRONG_WIDTH``.
+    """
     fmt = file_format(path)
     text = read_text(path)
     if fmt == "jsonl":
@@ -128,7 +149,7 @@ def iter_records(path: str | os.PathLike, has_header: bool) -> tuple[list[str] |
     if has_header:
         header = next(reader)
         header = [h.strip() for h in header]
-    return header, _csv_records(path, reader, header)
+    return header, _csv_records(path, reader, header, skip_bad_rows)
 
 
 def _jsonl_records(path, text: str) -> Iterator:
@@ -148,13 +169,19 @@ def _jsonl_records(path, text: str) -> Iterator:
         yield number, record
 
 
-def _csv_records(path, reader, header: list[str] | None) -> Iterator:
+WRONG_WIDTH = "wrong number of fields"
+
+
+def _csv_records(path, reader, header: list[str] | None, skip_bad_rows: bool = False) -> Iterator:
     width = len(header) if header else None
     try:
         for row in reader:
             if not row or (len(row) == 1 and not row[0].strip()):
                 continue  # blank line
             if width is not None and len(row) != width:
+                if skip_bad_rows:
+                    yield reader.line_num, WRONG_WIDTH
+                    continue
                 raise DataError(
                     f"{path}:{reader.line_num}: expected {width} fields as in the header, found {len(row)}"
                 )
@@ -208,6 +235,31 @@ def _as_label(value) -> str | None:
     return text or None
 
 
+LABEL_KINDS = ("single", "multi", "score")
+
+
+def _parse_label(value, kind: str, separator: str, path, line: int):
+    """A label in the form the problem needs: a string, a list of strings, or a float score."""
+    if kind == "multi":
+        if isinstance(value, list):
+            return [str(v).strip() for v in value if str(v).strip()]
+        if value is MISSING or value is None or isinstance(value, dict):
+            return None
+        return [part.strip() for part in str(value).split(separator) if part.strip()]
+    label = _as_label(value)
+    if kind == "score" and label is not None:
+        try:
+            score = float(label)
+        except ValueError:
+            raise DataError(
+                f"{path}:{line}: label {label!r} is not a number; --regression needs numeric scores"
+            ) from None
+        if score != score or score in (float("inf"), float("-inf")):
+            raise DataError(f"{path}:{line}: label {label!r} is not a finite number")
+        return score
+    return label
+
+
 def read_examples(
     path: str | os.PathLike,
     columns: Columns,
@@ -215,14 +267,24 @@ def read_examples(
     with_labels: bool = True,
     limit: int | None = None,
     skip_bad_rows: bool = False,
+    label_kind: str = "single",
+    label_separator: str = "|",
+    drop_labels: tuple[str, ...] = (),
+    where: tuple[str, str] | None = None,
 ) -> Examples:
     """Read texts, optional pair texts and (if ``with_labels``) labels from a data file.
 
     Rows with an empty text or a missing label stop the read with a list of their line numbers,
-    unless ``skip_bad_rows``. Example: ``read_examples("train.tsv", Columns("sentence", None, "label"))``.
+    unless ``skip_bad_rows``. ``label_kind`` is ``single`` (a string), ``multi`` (a JSON list or a
+    ``label_separator``-separated string) or ``score`` (a float, for regression). Rows whose label
+    is in ``drop_labels`` (SNLI's ``-``) are left out and counted; ``where=(column, value)`` keeps
+    only the rows with that value (SICK's SemEval_set).
+    Example: ``read_examples("train.tsv", Columns("sentence", None, "label"))``.
     """
     header, records = iter_records(
-        path, has_header=not columns.numeric() and file_format(path) != "jsonl"
+        path,
+        has_header=not columns.numeric() and file_format(path) != "jsonl",
+        skip_bad_rows=skip_bad_rows,
     )
     text_key = _column_index(path, header, columns.text, "--text-column")
     pair_key = (
@@ -231,27 +293,44 @@ def read_examples(
     label_key = None
     if with_labels:
         label_key = _column_index(path, header, columns.label, "--label-column")
+    where_key = None if where is None else _column_index(path, header, where[0], "split column")
     texts, pairs, labels, lines, bad = [], [], [], [], []
+    dropped: dict[str, int] = {}
+
+    def drop(reason: str, line: int) -> None:
+        dropped[reason] = dropped.get(reason, 0) + 1
+        if reason in ("empty text", "missing label"):
+            bad.append(line)
+
     for line, record in records:
-        if limit is not None and len(texts) + len(bad) >= limit:
+        if limit is not None and len(texts) >= limit:
             break
+        if record is WRONG_WIDTH:
+            drop(WRONG_WIDTH, line)
+            continue
+        if (
+            where_key is not None
+            and _get(record, where_key, path, line, "split column") != where[1]
+        ):
+            continue
         text = _as_text(_get(record, text_key, path, line, "--text-column"))
         pair = (
             None
             if pair_key is None
             else _as_text(_get(record, pair_key, path, line, "--pair-column"))
         )
-        label = (
-            None
-            if label_key is None
-            else _as_label(_get(record, label_key, path, line, "--label-column"))
-        )
-        if (
-            text is None
-            or (pair_key is not None and pair is None)
-            or (label_key is not None and label is None)
-        ):
-            bad.append(line)
+        label = None
+        if label_key is not None:
+            raw = _get(record, label_key, path, line, "--label-column")
+            label = _parse_label(raw, label_kind, label_separator, path, line)
+            if label_kind == "single" and label in drop_labels:
+                drop(f"label {label!r}", line)
+                continue
+        if text is None or (pair_key is not None and pair is None):
+            drop("empty text", line)
+            continue
+        if label_key is not None and label is None:
+            drop("missing label", line)
             continue
         texts.append(text)
         pairs.append(pair)
@@ -265,7 +344,7 @@ def read_examples(
         )
     if not texts:
         raise DataError(f"{path}: no usable rows")
-    label_is_int = with_labels and all(_is_int(label) for label in labels)
+    label_is_int = with_labels and label_kind == "single" and all(map(_is_int, labels))
     return Examples(
         str(path),
         texts,
@@ -273,6 +352,7 @@ def read_examples(
         labels if with_labels else None,
         lines,
         label_is_int,
+        dropped,
     )
 
 
@@ -280,17 +360,22 @@ def _is_int(text: str) -> bool:
     return text.lstrip("-").isdigit()
 
 
-def label_set(labels: list[str], as_int: bool) -> list[str]:
-    """The sorted label names: numerically when all are integers, else as strings."""
-    unique = set(labels)
+def label_set(labels: list, as_int: bool) -> list[str]:
+    """The sorted label names: numerically when all are integers, else as strings.
+
+    Multi-label rows (lists) contribute each of their labels.
+    """
+    unique = {x for label in labels for x in (label if isinstance(label, list) else [label])}
     return sorted(unique, key=int) if as_int else sorted(unique)
 
 
 def check_known_labels(examples: Examples, names: list[str]) -> None:
     """A dev/test label never seen in training is an error naming it and its first line."""
     known = set(names)
-    for label, line in zip(examples.labels or [], examples.lines):
-        if label not in known:
+    for labels, line in zip(examples.labels or [], examples.lines):
+        for label in labels if isinstance(labels, list) else [labels]:
+            if label in known:
+                continue
             raise DataError(
                 f"{examples.path}:{line}: label {label!r} does not occur in the training data "
                 f"(known labels: {', '.join(names)})"
@@ -313,3 +398,30 @@ def stratified_split(labels: list[str], fraction: float, seed: int) -> tuple[lis
         dev.extend(members[:take])
     held = set(dev)
     return [i for i in range(len(labels)) if i not in held], sorted(dev)
+
+
+def stratify_keys(labels: list, kind: str) -> list[str]:
+    """What a held-out split is balanced on: the label, a score decile, or nothing (multi-label)."""
+    if kind == "single":
+        return list(labels)
+    if kind == "score":
+        ranks = sorted(range(len(labels)), key=labels.__getitem__)
+        keys = [""] * len(labels)
+        for rank, index in enumerate(ranks):
+            keys[index] = str(rank * 10 // len(labels))
+        return keys
+    return [""] * len(labels)
+
+
+def label_targets(values: list, labels: list[str], kind: str) -> np.ndarray:
+    """Label ids (int64), scores (float32, ``kind="score"``) or 0/1 rows over ``labels``
+    (float32, ``kind="multi"``): what the loss and the metrics compare outputs with."""
+    if kind == "score":
+        return np.asarray(values, dtype=np.float32)
+    index = {label: i for i, label in enumerate(labels)}
+    if kind == "multi":
+        rows = np.zeros((len(values), len(labels)), dtype=np.float32)
+        for row, names in enumerate(values):
+            rows[row, [index[name] for name in names]] = 1.0
+        return rows
+    return np.asarray([index[label] for label in values], dtype=np.int64)

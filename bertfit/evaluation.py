@@ -1,4 +1,9 @@
-"""Classification metrics: accuracy, macro-F1, MCC, per-class precision/recall/F1, confusion matrix."""
+"""Metrics for the three problem kinds, from model outputs.
+
+Classification: accuracy, macro-F1, MCC, binary F1, per-class precision/recall/F1, confusion
+matrix. Regression: Pearson and Spearman correlation, mean squared error. Multi-label: micro- and
+macro-F1, exact-match accuracy, per-label figures, with per-label decision thresholds.
+"""
 
 from __future__ import annotations
 
@@ -23,6 +28,19 @@ def matthews_corrcoef(matrix: np.ndarray) -> float:
     cov_tp = correct * total - pred @ true
     denom = math.sqrt((total**2 - pred @ pred) * (total**2 - true @ true))
     return float(cov_tp / denom) if denom else 0.0
+
+
+def per_class(labels: list[str], precision, recall, f1, support) -> dict:
+    """``{label: {precision, recall, f1, support}}`` from per-label arrays."""
+    return {
+        label: {
+            "precision": float(precision[i]),
+            "recall": float(recall[i]),
+            "f1": float(f1[i]),
+            "support": int(support[i]),
+        }
+        for i, label in enumerate(labels)
+    }
 
 
 def classification_metrics(y_true, y_pred, labels: list[str]) -> dict:
@@ -53,18 +71,122 @@ def classification_metrics(y_true, y_pred, labels: list[str]) -> dict:
     if len(labels) == 2:
         metrics["f1"] = float(f1[1])  # the second label is the positive class, as in GLUE
     metrics["n"] = int(len(y_true))
-    metrics["per_class"] = {
-        label: {
-            "precision": float(precision[i]),
-            "recall": float(recall[i]),
-            "f1": float(f1[i]),
-            "support": int(support[i]),
-        }
-        for i, label in enumerate(labels)
-    }
+    metrics["per_class"] = per_class(labels, precision, recall, f1, support)
     metrics["labels"] = list(labels)
     metrics["confusion_matrix"] = matrix.tolist()
     return metrics
+
+
+SINGLE, REGRESSION, MULTI = (
+    "single_label_classification",
+    "regression",
+    "multi_label_classification",
+)
+METRICS = {
+    SINGLE: ("accuracy", "macro_f1", "f1", "mcc"),
+    REGRESSION: ("spearman", "pearson"),
+    MULTI: ("micro_f1", "macro_f1", "exact_match"),
+}
+
+
+def _ranks(x: np.ndarray) -> np.ndarray:
+    """Ranks with ties averaged, as Spearman's correlation needs."""
+    order = np.argsort(x, kind="stable")
+    ranks = np.empty(len(x), dtype=float)
+    ranks[order] = np.arange(len(x), dtype=float)
+    _, first, counts = np.unique(x[order], return_index=True, return_counts=True)
+    for start, count in zip(first, counts):
+        if count > 1:
+            ranks[order[start : start + count]] = start + (count - 1) / 2
+    return ranks
+
+
+def pearson(x, y) -> float:
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    x, y = x - x.mean(), y - y.mean()
+    denom = math.sqrt(float(x @ x) * float(y @ y))
+    return float(x @ y / denom) if denom else 0.0
+
+
+def spearman(x, y) -> float:
+    return pearson(_ranks(np.asarray(x, dtype=float)), _ranks(np.asarray(y, dtype=float)))
+
+
+def regression_metrics(y_true, scores) -> dict:
+    """Pearson, Spearman and mean squared error of predicted scores against gold scores."""
+    y_true = np.asarray(y_true, dtype=float)
+    scores = np.asarray(scores, dtype=float).reshape(-1)
+    return {
+        "spearman": spearman(y_true, scores),
+        "pearson": pearson(y_true, scores),
+        "mse": float(np.mean((scores - y_true) ** 2)),
+        "n": int(len(y_true)),
+    }
+
+
+def sigmoid(logits: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-logits))
+
+
+def multilabel_metrics(y_true, y_pred, labels: list[str]) -> dict:
+    """Micro-/macro-F1 and exact-match accuracy of 0/1 label matrices (rows: examples)."""
+    y_true = np.asarray(y_true).astype(bool)
+    y_pred = np.asarray(y_pred).astype(bool)
+    tp = (y_true & y_pred).sum(axis=0).astype(float)
+    predicted = y_pred.sum(axis=0).astype(float)
+    support = y_true.sum(axis=0)
+    precision = np.divide(tp, predicted, out=np.zeros_like(tp), where=predicted > 0)
+    recall = np.divide(tp, support, out=np.zeros_like(tp), where=support > 0)
+    f1 = _f1(precision, recall)
+    micro_p = tp.sum() / predicted.sum() if predicted.sum() else 0.0
+    micro_r = tp.sum() / support.sum() if support.sum() else 0.0
+    present = support > 0
+    return {
+        "micro_f1": float(_f1(np.array([micro_p]), np.array([micro_r]))[0]),
+        "macro_f1": float(f1[present].mean()) if present.any() else 0.0,
+        "exact_match": float((y_true == y_pred).all(axis=1).mean()) if len(y_true) else 0.0,
+        "n": int(len(y_true)),
+        "per_class": per_class(labels, precision, recall, f1, support),
+        "labels": list(labels),
+    }
+
+
+def _f1(precision: np.ndarray, recall: np.ndarray) -> np.ndarray:
+    total = precision + recall
+    return np.divide(2 * precision * recall, total, out=np.zeros_like(total), where=total > 0)
+
+
+def tune_thresholds(y_true, probabilities: np.ndarray) -> list[float]:
+    """Per label, the decision threshold in 0.05..0.95 with the best F1 on these examples.
+
+    Ties go to the threshold nearest 0.5, so a label with no signal keeps the default.
+    """
+    y_true = np.asarray(y_true).astype(bool)
+    grid = np.round(np.arange(0.05, 0.96, 0.05), 2)
+    chosen = []
+    for j in range(y_true.shape[1]):
+        best, best_f1 = 0.5, -1.0
+        for t in sorted(grid, key=lambda t: abs(t - 0.5)):
+            pred = probabilities[:, j] >= t
+            tp = float((pred & y_true[:, j]).sum())
+            denom = float(pred.sum() + y_true[:, j].sum())
+            f1 = 2 * tp / denom if denom else 0.0
+            if f1 > best_f1 + 1e-12:
+                best, best_f1 = float(t), f1
+        chosen.append(best)
+    return chosen
+
+
+def score_outputs(
+    problem: str, targets, logits: np.ndarray, labels: list[str], thresholds=None
+) -> dict:
+    """The metrics of one problem kind from raw model outputs (logits) and targets."""
+    if problem == REGRESSION:
+        return regression_metrics(targets, logits[:, 0])
+    if problem == MULTI:
+        cut = np.asarray(thresholds if thresholds is not None else [0.5] * len(labels))
+        return multilabel_metrics(targets, sigmoid(logits) >= cut, labels)
+    return classification_metrics(targets, logits.argmax(-1), labels)
 
 
 def headline(metrics: dict) -> dict:
@@ -76,6 +198,8 @@ def format_report(metrics: dict) -> str:
     """A plain-text table for people: headline metrics, per-class figures, confusion matrix."""
     lines = [f"examples: {metrics['n']}"]
     lines += [f"{name}: {value:.4f}" for name, value in headline(metrics).items()]
+    if "labels" not in metrics:  # regression: the correlations are the whole story
+        return "\n".join(lines)
     labels = metrics["labels"]
     width = max(8, *(len(label) for label in labels))
     lines.append("")
@@ -85,6 +209,8 @@ def format_report(metrics: dict) -> str:
         lines.append(
             f"{label:<{width}}  {row['precision']:9.4f}  {row['recall']:6.4f}  {row['f1']:.4f}  {row['support']:7d}"
         )
+    if "confusion_matrix" not in metrics:
+        return "\n".join(lines)
     lines.append("")
     lines.append("confusion matrix (rows: true, columns: predicted)")
     cell = max(

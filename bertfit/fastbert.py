@@ -21,7 +21,6 @@ def supports_lean_forward(model: nn.Module) -> bool:
         type(model).__name__ == "BertForSequenceClassification"
         and getattr(config, "position_embedding_type", "absolute") == "absolute"
         and getattr(config, "hidden_act", None) == "gelu"
-        and getattr(config, "problem_type", None) in (None, "single_label_classification")
         and not getattr(config, "is_decoder", False)
     )
 
@@ -70,7 +69,10 @@ def lean_logits(
 
 
 def training_forward(model: nn.Module) -> Callable[..., torch.Tensor]:
-    """The fastest correct way to get logits from ``model`` for a training batch."""
+    """The fastest correct way to get logits from ``model`` for a training batch.
+
+    Only logits are computed here (the loss is the loop's), so every ``problem_type`` qualifies.
+    """
     if supports_lean_forward(model):
         return lambda **batch: lean_logits(
             model, batch["input_ids"], batch["token_type_ids"], batch["attention_mask"]

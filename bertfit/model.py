@@ -61,9 +61,17 @@ def load_tokenizer(encoder: Encoder) -> Tokenizer:
 
 
 def build_classifier(
-    encoder: Encoder, labels: list[str], dropout: float | None = None, seed: int = 0
+    encoder: Encoder,
+    labels: list[str],
+    dropout: float | None = None,
+    seed: int = 0,
+    problem: str = "single_label_classification",
 ) -> nn.Module:
-    """A pretrained encoder with a new output layer for ``labels``, initialised normal(0, 0.02)."""
+    """A pretrained encoder with a new output layer for ``labels``, initialised normal(0, 0.02).
+
+    ``problem`` is transformers' ``problem_type``: single_label_classification, regression (one
+    output, ``labels == ["score"]``) or multi_label_classification.
+    """
     torch.manual_seed(seed)  # the new head's initial weights follow --seed
     if encoder.kind == "d2l":
         from .d2l import D2LBertForSequenceClassification, load_d2l_checkpoint
@@ -75,10 +83,12 @@ def build_classifier(
         model.load_pretrained(state)
         model.id2label = dict(enumerate(labels))
         return model
-    return _build_hf_classifier(encoder, labels, dropout)
+    return _build_hf_classifier(encoder, labels, dropout, problem)
 
 
-def _build_hf_classifier(encoder: Encoder, labels: list[str], dropout: float | None) -> nn.Module:
+def _build_hf_classifier(
+    encoder: Encoder, labels: list[str], dropout: float | None, problem: str
+) -> nn.Module:
     from transformers import AutoConfig, AutoModelForSequenceClassification
 
     path = str(encoder.path)
@@ -89,6 +99,7 @@ def _build_hf_classifier(encoder: Encoder, labels: list[str], dropout: float | N
             f"{encoder.path}/config.json: cannot read the model config ({err})"
         ) from None
     config.num_labels = len(labels)
+    config.problem_type = problem  # so transformers' own loss and pipelines treat it right
     config.id2label = dict(enumerate(labels))
     config.label2id = {label: i for i, label in enumerate(labels)}
     if dropout is not None:

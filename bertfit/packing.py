@@ -176,10 +176,9 @@ def pack_texts(
 
 
 def default_cache_dir() -> Path:
-    root = os.environ.get("BERTFIT_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "bertfit"
-    )
-    return Path(root)
+    from .download import cache_root
+
+    return cache_root()
 
 
 def cache_key(

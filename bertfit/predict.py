@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from .errors import ModelError
+from .evaluation import MULTI, REGRESSION, SINGLE, sigmoid
 from .packing import Packed, Tokenizer, iterate_batches, pack_texts, sorted_batches
 from .runtime import autocast, pick_device, pick_precision
 
@@ -70,6 +71,17 @@ class Run:
         return self.meta["labels"]
 
     @property
+    def problem(self) -> str:
+        """single_label_classification, regression or multi_label_classification."""
+        return self.meta.get("problem", SINGLE)
+
+    @property
+    def thresholds(self) -> np.ndarray:
+        """Multi-label decision thresholds, one per label (0.5 unless tuned on dev)."""
+        chosen = self.results.get("thresholds") or {}
+        return np.asarray([chosen.get(label, 0.5) for label in self.labels])
+
+    @property
     def is_pair(self) -> bool:
         return self.meta["columns"]["pair"] is not None
 
@@ -94,7 +106,9 @@ class Run:
     def predict(
         self, texts: list[str] | str, pairs: list[str] | str | None = None, batch_size: int = 64
     ) -> list[dict]:
-        """One ``{"label", "probabilities"}`` record per input, in input order.
+        """One record per input, in input order: ``{"label", "probabilities"}`` for
+        classification, ``{"score"}`` for regression, ``{"labels", "probabilities"}`` for
+        multi-label (the labels at or above their threshold).
 
         ``pairs`` gives the second texts of a pair task, e.g.
         ``run.predict(["A man sleeps."], ["A person rests."])``.
@@ -113,10 +127,26 @@ class Run:
             )
         if pairs is not None and len(pairs) != len(texts):
             raise ModelError(f"got {len(texts)} texts but {len(pairs)} pair texts")
-        probabilities = softmax(
+        return self.records(
             self.logits(list(texts), None if pairs is None else list(pairs), batch_size)
         )
-        return [self.record(row) for row in probabilities]
+
+    def records(self, logits: np.ndarray) -> list[dict]:
+        """Prediction records from raw model outputs, as ``predict`` returns them."""
+        if self.problem == REGRESSION:
+            return [{"score": round(float(row[0]), 6)} for row in logits]
+        if self.problem == MULTI:
+            cut = self.thresholds
+            return [
+                {
+                    "labels": [self.output_label(i) for i in np.flatnonzero(row >= cut)],
+                    "probabilities": {
+                        label: round(float(p), 6) for label, p in zip(self.labels, row)
+                    },
+                }
+                for row in sigmoid(logits)
+            ]
+        return [self.record(row) for row in softmax(logits)]
 
     def record(self, probabilities: np.ndarray) -> dict:
         """The prediction record for one row of probabilities: best label and all probabilities."""

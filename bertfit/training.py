@@ -25,10 +25,20 @@ from tqdm.auto import tqdm
 
 from . import __version__
 from .config import DEFAULT_MODEL, TrainConfig
-from .data import Columns, Examples, check_known_labels, label_set, read_examples, stratified_split
+from .data import (
+    Columns,
+    Examples,
+    check_known_labels,
+    label_set,
+    label_targets,
+    read_examples,
+    stratified_split,
+    stratify_keys,
+)
 from .encoders import DEFAULT_NAME, Encoder, resolve_encoder
 from .errors import ConfigError
-from .evaluation import classification_metrics, headline
+from .evaluation import METRICS as PROBLEM_METRICS
+from .evaluation import MULTI, REGRESSION, SINGLE, headline, score_outputs, sigmoid, tune_thresholds
 from .fastbert import training_forward
 from .files import append_jsonl, write_json
 from .model import (
@@ -49,11 +59,59 @@ METRICS = "metrics.jsonl"
 
 @dataclass
 class Split:
-    """One side of the data, packed, with label ids."""
+    """One side of the data, packed, with its targets (label ids, scores or 0/1 label rows)."""
 
     examples: Examples
     packed: Packed
     label_ids: np.ndarray
+
+
+@dataclass
+class TrainingData:
+    """What a run trains and is judged on: train, dev, an optional labelled test split."""
+
+    train: Examples
+    dev: Examples
+    labels: list[str]
+    problem: str
+    test: Examples | None = None
+    test_name: str | None = None
+    task: str | None = None
+
+
+LABEL_KIND = {SINGLE: "single", REGRESSION: "score", MULTI: "multi"}
+LOSSES = {
+    SINGLE: lambda logits, y: F.cross_entropy(logits, y),
+    REGRESSION: lambda logits, y: F.mse_loss(logits.squeeze(-1), y),
+    MULTI: lambda logits, y: F.binary_cross_entropy_with_logits(logits, y),
+}
+
+
+def problem_of(config: TrainConfig) -> str:
+    """single-label, regression or multi-label: from the task, else from the flags."""
+    if config.task:
+        from .tasks import get_task
+
+        return get_task(config.task).problem
+    return REGRESSION if config.regression else MULTI if config.multi_label else SINGLE
+
+
+def choose_metric(config: TrainConfig, problem: str, labels: list[str]) -> str:
+    """--metric, checked against the problem, else the task's first metric or the problem's."""
+    allowed = PROBLEM_METRICS[problem]
+    if config.metric is None:
+        if config.task:
+            from .tasks import get_task
+
+            return get_task(config.task).metrics[0]
+        return allowed[0]
+    if config.metric not in allowed:
+        raise ConfigError(
+            f"--metric {config.metric} does not fit this problem; choose one of {', '.join(allowed)}"
+        )
+    if config.metric == "f1" and len(labels) != 2:
+        raise ConfigError(f"--metric f1 needs two labels; the training data has {len(labels)}")
+    return config.metric
 
 
 def encoder_defaults(config: TrainConfig, encoder: Encoder) -> TrainConfig:
@@ -86,26 +144,27 @@ def train(config: TrainConfig) -> Run:
     dtype = pick_precision(config.precision, device)
     encoder = resolve_encoder(config.model)
     tokenizer = load_tokenizer(encoder)
-    train_examples, dev_examples, labels = read_training_data(config)
-    if config.metric == "f1" and len(labels) != 2:
-        raise ConfigError(f"--metric f1 needs two labels; the training data has {len(labels)}")
-    train_set = _prepare(tokenizer, train_examples, labels, config)
-    dev_set = _prepare(tokenizer, dev_examples, labels, config)
+    data = read_training_data(config)
+    train_examples, dev_examples, labels, problem = data.train, data.dev, data.labels, data.problem
+    config = dataclasses.replace(config, metric=choose_metric(config, problem, labels))
+    train_set = _prepare(tokenizer, train_examples, labels, problem, config)
+    dev_set = _prepare(tokenizer, dev_examples, labels, problem, config)
     config = encoder_defaults(config, encoder)
     lr = config.lr
+    what = "a score" if problem == REGRESSION else f"{len(labels)} labels"
     log.info(
-        f"{len(train_examples)} training and {len(dev_examples)} dev examples, {len(labels)} labels; "
+        f"{len(train_examples)} training and {len(dev_examples)} dev examples, {what}; "
         f"encoder {encoder.name}; device {device}, {_precision_name(dtype)}, lr {lr:g}"
     )
 
     _seed_everything(config.seed)
-    model = build_classifier(encoder, labels, config.dropout, seed=config.seed)
+    model = build_classifier(encoder, labels, config.dropout, seed=config.seed, problem=problem)
     freeze(model, config.freeze_embeddings, config.train_last_layers, config.train_word_embeddings)
     if device.type == "cpu":
         use_fast_dropout(model)
     model.to(device)
 
-    _start_run_dir(output, config, encoder, labels, train_examples)
+    _start_run_dir(output, config, encoder, data)
     save = lambda: save_classifier(model, tokenizer, output)  # noqa: E731
     summary = fit(
         model,
@@ -119,14 +178,33 @@ def train(config: TrainConfig) -> Run:
         tokenizer.pad_token_id,
         output,
         save,
+        problem,
     )
     summary.update(
         labels=labels,
+        problem=problem,
         train_examples=len(train_examples),
         dev_examples=len(dev_examples),
         device=str(device),
         precision=_precision_name(dtype),
     )
+    if data.test is not None:
+        summary["test"] = _score_saved_model(
+            output,
+            encoder.kind,
+            _prepare(tokenizer, data.test, labels, problem, config),
+            labels,
+            problem,
+            summary.get("thresholds"),
+            device,
+            dtype,
+            tokenizer.pad_token_id,
+        )
+        summary["test_split"] = data.test_name
+        log.info(
+            f"{data.test_name} ({len(data.test)} examples): {config.metric} "
+            f"{summary['test'][config.metric]:.4f}"
+        )
     write_json(output / RESULTS, summary)  # last: its presence marks a finished run
     log.info(
         f"done: best dev {config.metric} {summary['dev'][config.metric]:.4f} (epoch {summary['best_epoch']}); run in {output}"
@@ -134,32 +212,97 @@ def train(config: TrainConfig) -> Run:
     return load(output, device=str(device))
 
 
-def read_training_data(config: TrainConfig) -> tuple[Examples, Examples, list[str]]:
-    """Train and dev examples and the label names; dev is carved from train when not given."""
-    columns = Columns(config.text_column, config.pair_column, config.label_column)
-    train_examples = read_examples(
-        config.train, columns, limit=config.train_limit, skip_bad_rows=config.skip_bad_rows
-    )
-    labels = label_set(train_examples.labels, train_examples.label_is_int)
-    if len(labels) < 2:
-        raise ConfigError(
-            f"{config.train}: only one label ({labels[0]!r}) in the training data; need at least two"
-        )
-    if config.dev:
-        dev_examples = read_examples(config.dev, columns, skip_bad_rows=config.skip_bad_rows)
-        check_known_labels(dev_examples, labels)
+def read_training_data(config: TrainConfig) -> TrainingData:
+    """Train, dev (and for tasks a labelled test split) and the label names.
+
+    Dev is a file (``--dev``), a task's dev split, or a seeded, stratified ``--dev-fraction``
+    of train when neither is there.
+    """
+    problem = problem_of(config)
+    if config.task:
+        data = _read_task(config, problem)
     else:
-        train_idx, dev_idx = stratified_split(
-            train_examples.labels, config.dev_fraction, config.seed
+        kind = LABEL_KIND[problem]
+        read = lambda path, limit=None: read_examples(  # noqa: E731
+            path,
+            Columns(config.text_column, config.pair_column, config.label_column),
+            limit=limit,
+            skip_bad_rows=config.skip_bad_rows,
+            label_kind=kind,
+            label_separator=config.label_separator,
         )
-        train_examples, dev_examples = (
-            train_examples.subset(train_idx),
-            train_examples.subset(dev_idx),
-        )
-    return train_examples, dev_examples, labels
+        train_examples = read(config.train, config.train_limit)
+        dev_examples = read(config.dev) if config.dev else None
+        data = TrainingData(train_examples, dev_examples, [], problem)
+    labels = _label_names(data.train, problem, config)
+    if data.dev is None:
+        fraction = config.dev_fraction or 0.1
+        keys = stratify_keys(data.train.labels, LABEL_KIND[problem])
+        train_idx, dev_idx = stratified_split(keys, fraction, config.seed)
+        data.train, data.dev = data.train.subset(train_idx), data.train.subset(dev_idx)
+    for other in (data.dev, data.test):
+        if other is not None and problem != REGRESSION:
+            check_known_labels(other, labels)
+    data.labels = labels
+    return data
 
 
-def _prepare(tokenizer, examples: Examples, labels: list[str], config: TrainConfig) -> Split:
+def _label_names(train: Examples, problem: str, config: TrainConfig) -> list[str]:
+    if problem == REGRESSION:
+        return ["score"]
+    if config.task:
+        from .tasks import get_task
+
+        return list(get_task(config.task).labels)
+    labels = label_set(train.labels, train.label_is_int)
+    if problem == SINGLE and len(labels) < 2:
+        raise ConfigError(
+            f"{train.path}: only one label ({labels[0]!r}) in the training data; need at least two"
+        )
+    if problem == MULTI and not labels:
+        raise ConfigError(f"{train.path}: no labels at all in the training data")
+    return labels
+
+
+def _read_task(config: TrainConfig, problem: str) -> TrainingData:
+    from .tasks import get_task, locate, read_split, split_file
+
+    task = get_task(config.task)
+    root = locate(task, config.data_dir, config.cache_dir, config.download, config.progress)
+    read = lambda split, limit=None: read_split(task, root, split, limit=limit, seed=config.seed)  # noqa: E731
+    train_examples = read(config.train_split, config.train_limit)
+    eval_split = config.eval_split or task.dev_split
+    if eval_split is not None and not task.labelled(eval_split):
+        split_file(task, root, eval_split)  # an unknown split name is reported as such
+        raise ConfigError(
+            f"task {task.name}: the {eval_split} split has no labels; pick another --eval-split"
+        )
+    have_eval = eval_split is not None and split_file(task, root, eval_split) is not None
+    dev = None
+    if config.dev_fraction is None and have_eval:
+        dev, test_name = read(eval_split), task.test_split
+    elif config.dev_fraction is None:
+        why = "has no dev split" if eval_split is None else f"has no {eval_split} split in {root}"
+        log.info(f"{task.name} {why}: holding out 10% of train as dev (set --dev-fraction)")
+        test_name = task.test_split
+    else:  # dev comes out of train, so a labelled dev split becomes the test
+        test_name = eval_split if have_eval else task.test_split
+    if test_name in (config.train_split, eval_split if dev is not None else None):
+        test_name = None
+    test = None
+    if test_name is not None and task.labelled(test_name):
+        if split_file(task, root, test_name) is not None:
+            test = read(test_name)
+        else:
+            log.info(f"{task.name}: no {test_name} split in {root}; reporting dev metrics only")
+    return TrainingData(
+        train_examples, dev, [], problem, test, test_name if test else None, task.name
+    )
+
+
+def _prepare(
+    tokenizer, examples: Examples, labels: list[str], problem: str, config: TrainConfig
+) -> Split:
     packed = pack_cached(
         tokenizer,
         examples.texts,
@@ -168,10 +311,19 @@ def _prepare(tokenizer, examples: Examples, labels: list[str], config: TrainConf
         config.truncation,
         config.cache_dir,
     )
-    index = {label: i for i, label in enumerate(labels)}
-    return Split(
-        examples, packed, np.asarray([index[label] for label in examples.labels], dtype=np.int64)
-    )
+    return Split(examples, packed, label_targets(examples.labels, labels, LABEL_KIND[problem]))
+
+
+def _score_saved_model(
+    output: Path, kind: str, split: Split, labels, problem, thresholds, device, dtype, pad_id
+) -> dict:
+    """Metrics of the best checkpoint (as saved, not the last weights in memory) on ``split``."""
+    from .model import load_classifier
+
+    model, _ = load_classifier(output, kind)
+    logits = compute_logits(model.to(device), split.packed, pad_id, 64, device, dtype)
+    cut = None if thresholds is None else [thresholds[label] for label in labels]
+    return score_outputs(problem, split.label_ids, logits, labels, cut)
 
 
 def fit(
@@ -186,8 +338,10 @@ def fit(
     pad_id: int,
     output: Path,
     save_best,
+    problem: str = SINGLE,
 ) -> dict:
     """The training loop. Returns the summary that becomes ``results.json``."""
+    loss_of = LOSSES[problem]
     batches_per_epoch = math.ceil(len(train_set.packed) / config.batch_size)
     steps_per_epoch = math.ceil(batches_per_epoch / config.grad_accum)
     total_steps = steps_per_epoch * config.epochs
@@ -208,7 +362,10 @@ def fit(
         dev_logits = compute_logits(
             model, dev_set.packed, pad_id, max(64, config.batch_size), device, dtype
         )
-        dev = classification_metrics(dev_set.label_ids, dev_logits.argmax(-1), labels)
+        thresholds = None
+        if problem == MULTI and config.tune_thresholds:
+            thresholds = tune_thresholds(dev_set.label_ids, sigmoid(dev_logits))
+        dev = score_outputs(problem, dev_set.label_ids, dev_logits, labels, thresholds)
         record = {
             "epoch": epoch,
             "step": state["step"],
@@ -220,7 +377,12 @@ def fit(
         score = state["last_dev"] = dev[config.metric]
         if score > state["best"]:
             state.update(
-                best=score, best_epoch=epoch, best_step=state["step"], bad_evals=0, dev=dev
+                best=score,
+                best_epoch=epoch,
+                best_step=state["step"],
+                bad_evals=0,
+                dev=dev,
+                thresholds=thresholds,
             )
             save_best()
         else:
@@ -251,7 +413,7 @@ def fit(
             targets = batch.pop("labels")
             with autocast(device, dtype):
                 logits = forward(**batch)
-            loss = F.cross_entropy(logits.float(), targets)
+            loss = loss_of(logits.float(), targets)
             scaler.scale(loss / config.grad_accum).backward()
             if (i + 1) % config.grad_accum == 0 or i + 1 == len(batches):
                 optimizer_step(model, optimizer, scaler, config.max_grad_norm)
@@ -260,7 +422,8 @@ def fit(
             loss_sum += loss.item() * len(
                 indices
             )  # .item() syncs; once per batch is cheap next to the step
-            correct += int((logits.argmax(-1) == targets).sum())
+            if problem == SINGLE:
+                correct += int((logits.argmax(-1) == targets).sum())
             seen += len(indices)
             bar.update(len(indices))
             bar.set_postfix(
@@ -274,25 +437,21 @@ def fit(
                 and (i + 1) % config.grad_accum == 0
             ):
                 pause = time.perf_counter()
-                evaluate_and_keep(
-                    epoch, {"train_loss": loss_sum / seen, "train_accuracy": correct / seen}
-                )
+                evaluate_and_keep(epoch, _train_stats(problem, loss_sum, correct, seen))
                 started += time.perf_counter() - pause  # evaluation time is not training time
                 model.train()
         bar.close()
         elapsed = time.perf_counter() - started
         train_seconds += elapsed
         train_seen += seen
-        stats = {
-            "train_loss": loss_sum / seen,
-            "train_accuracy": correct / seen,
-            "examples_per_second": seen / elapsed,
-        }
+        stats = _train_stats(problem, loss_sum, correct, seen)
+        stats["examples_per_second"] = seen / elapsed
         evaluate_and_keep(epoch, stats)
         model.train()
         log.info(
-            f"epoch {epoch}/{config.epochs}: loss {stats['train_loss']:.4f}, train acc {stats['train_accuracy']:.4f}, "
-            f"dev {config.metric} {state['last_dev']:.4f}, "
+            f"epoch {epoch}/{config.epochs}: loss {stats['train_loss']:.4f}, "
+            + (f"train acc {stats['train_accuracy']:.4f}, " if "train_accuracy" in stats else "")
+            + f"dev {config.metric} {state['last_dev']:.4f}, "
             f"{stats['examples_per_second']:.1f} examples/s"
         )
         if (
@@ -301,7 +460,7 @@ def fit(
         ):
             log.info(f"early stopping: no dev improvement in {state['bad_evals']} evaluations")
             break
-    return {
+    summary = {
         "version": __version__,
         "metric": config.metric,
         "best_epoch": state["best_epoch"],
@@ -313,6 +472,17 @@ def fit(
         if train_seconds
         else None,
     }
+    if problem == MULTI:
+        cut = state.get("thresholds") or [0.5] * len(labels)
+        summary["thresholds"] = {label: float(t) for label, t in zip(labels, cut)}
+    return summary
+
+
+def _train_stats(problem: str, loss_sum: float, correct: int, seen: int) -> dict:
+    stats = {"train_loss": loss_sum / seen}
+    if problem == SINGLE:
+        stats["train_accuracy"] = correct / seen
+    return stats
 
 
 def make_optimizer(
@@ -395,32 +565,30 @@ def _check_output_dir(output: Path, overwrite: bool) -> None:
             )
 
 
-def _start_run_dir(
-    output: Path,
-    config: TrainConfig,
-    encoder: Encoder,
-    labels: list[str],
-    train_examples: Examples,
-) -> None:
+def _start_run_dir(output: Path, config: TrainConfig, encoder: Encoder, data: TrainingData) -> None:
     """Clear an overwritten run and write the resolved config; results.json comes only at the end."""
     if output.is_dir():
         shutil.rmtree(output)
     output.mkdir(parents=True)
     resolved = config.to_dict() | {"model": config.model or DEFAULT_MODEL}
+    columns = {"text": config.text_column, "pair": config.pair_column, "label": config.label_column}
+    if data.task:
+        from .tasks import get_task
+
+        task = get_task(data.task)
+        columns = {"text": task.text, "pair": task.pair, "label": task.label}
     write_json(
         output / RUN_CONFIG,
         {
             "version": __version__,
-            "task": "classification",
+            "task": data.task,
+            "problem": data.problem,
             "config": resolved,
             "encoder": {"kind": encoder.kind, "name": encoder.name, "path": str(encoder.path)},
-            "columns": {
-                "text": config.text_column,
-                "pair": config.pair_column,
-                "label": config.label_column,
-            },
-            "labels": labels,
-            "label_is_int": train_examples.label_is_int,
+            "columns": columns,
+            "labels": data.labels,
+            "label_is_int": data.train.label_is_int,
+            "label_separator": config.label_separator,
         },
     )
 
