@@ -165,7 +165,13 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
         ):
             help_text += f" (default: {field.default})"
         if meta.get("positional"):
-            parser.add_argument(field.name, type=kind, choices=choices, help=help_text)
+            parser.add_argument(
+                field.name,
+                type=kind,
+                choices=choices,
+                metavar=field.name,
+                help=help_text + (f" ({', '.join(choices)})" if choices else ""),
+            )
         elif kind is bool:
             parser.add_argument(
                 _flag(field.name),
