@@ -35,10 +35,20 @@ def _attention(layer: nn.Module, x: torch.Tensor, mask: torch.Tensor, heads: int
         .view(batch, length, 3, heads, width // heads)
         .permute(2, 0, 3, 1, 4)
     )
-    dropout = getattr(sa.dropout, "p", 0.0)
-    out = F.scaled_dot_product_attention(
-        q, k, v, attn_mask=mask, dropout_p=dropout if layer.training else 0.0
-    )
+    dropout = getattr(sa.dropout, "p", 0.0) if layer.training else 0.0
+    if dropout and x.device.type == "cpu":
+        # With dropout, CPU SDPA takes a slow path (3.5x its no-dropout time at 256 tokens);
+        # spelled out with our cheap dropout on the probabilities it is 1.5-2x faster.
+        # scale q (small) rather than the scores (large); padding enters as an additive -inf
+        scores = (q * q.shape[-1] ** -0.5) @ k.transpose(-1, -2)
+        bias = torch.zeros(mask.shape, dtype=scores.dtype, device=x.device)
+        probs = torch.softmax(scores + bias.masked_fill_(~mask, float("-inf")), dim=-1)
+        if hasattr(sa.dropout, "drop_mask"):  # FastDropout: rescale the small output instead
+            out = (probs.masked_fill(sa.dropout.drop_mask(probs), 0) @ v) * (1 / (1 - dropout))
+        else:
+            out = sa.dropout(probs) @ v
+    else:
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)
     return out.transpose(1, 2).reshape(batch, length, width)
 
 

@@ -209,10 +209,13 @@ class FastDropout(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training or self.p == 0:
             return x
+        return x.masked_fill(self.drop_mask(x), 0) * (1.0 / (1.0 - self.p))
+
+    def drop_mask(self, x: torch.Tensor) -> torch.Tensor:
+        """True where an element of ``x`` is dropped (probability ``p``)."""
         words = (x.numel() + 3) // 4
         noise = torch.randint(-(2**63), 2**63 - 1, (words,), dtype=torch.int64, device=x.device)
-        keep = noise.view(torch.int16)[: x.numel()].view(x.shape) >= self.threshold
-        return x * keep.to(x.dtype) * (1.0 / (1.0 - self.p))
+        return noise.view(torch.int16)[: x.numel()].view(x.shape) < self.threshold
 
     def extra_repr(self) -> str:
         return f"p={self.p}"

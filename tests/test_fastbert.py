@@ -54,3 +54,33 @@ def test_other_models_use_their_own_forward():
         input_ids=ids, token_type_ids=torch.zeros_like(ids), attention_mask=torch.ones_like(ids)
     )
     assert logits.shape == (2, 2)
+
+
+def test_cpu_dropout_attention_path_is_exact_when_nothing_is_dropped(tiny_bert, monkeypatch):
+    """The spelled-out CPU attention (used with dropout) equals SDPA up to the 1/(1-p) scale."""
+    model = build_classifier(resolve_encoder(str(tiny_bert)), ["a", "b"], dropout=0.2)
+    use_fast_dropout(model)
+    batch = padded_batch()
+    model.eval()
+    with torch.no_grad():
+        expected = lean_logits(model, **batch)
+    model.train()
+    # drop nothing anywhere; then only the rescaling by 1/(1-p) remains, so set p's effect to 1
+    monkeypatch.setattr(
+        FastDropout, "drop_mask", lambda self, x: torch.zeros_like(x, dtype=torch.bool)
+    )
+    monkeypatch.setattr(FastDropout, "forward", lambda self, x: x)
+    import bertfit.fastbert as fb
+
+    calls = []
+    real = fb._attention
+
+    def spy(layer, x, mask, heads):
+        out = real(layer, x, mask, heads)
+        calls.append(1)
+        return out * (1 - 0.2)  # undo the probability rescale of the dropout path
+
+    monkeypatch.setattr(fb, "_attention", spy)
+    with torch.no_grad():
+        got = lean_logits(model, **batch)
+    assert calls and torch.allclose(got, expected, atol=1e-5)
