@@ -14,6 +14,7 @@ import tempfile
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .encoders import Encoder
@@ -82,8 +83,8 @@ def build_classifier(
         model = D2LBertForSequenceClassification(config, len(labels))
         model.load_pretrained(state)
         model.id2label = dict(enumerate(labels))
-        return model
-    return _build_hf_classifier(encoder, labels, dropout, problem)
+        return full_precision_head(model)
+    return full_precision_head(_build_hf_classifier(encoder, labels, dropout, problem))
 
 
 def _build_hf_classifier(
@@ -110,7 +111,11 @@ def _build_hf_classifier(
         _check_pickle_is_weights_only(encoder.path / "pytorch_model.bin")
     try:
         with _quiet_transformers():
-            model = AutoModelForSequenceClassification.from_pretrained(path, config=config)
+            # float32 master weights even for fp16/bf16 checkpoints: half-precision parameters
+            # overflow in AdamW (autocast gives the speed of bf16 where it is safe)
+            model = AutoModelForSequenceClassification.from_pretrained(
+                path, config=config, dtype=torch.float32
+            )
     except Exception as err:
         raise ModelError(
             f"{encoder.path}: cannot load the weights ({type(err).__name__}: {err})"
@@ -119,6 +124,38 @@ def _build_hf_classifier(
     nn.init.normal_(head.weight, mean=0.0, std=0.02)
     nn.init.zeros_(head.bias)
     return model
+
+
+class Float32Linear(nn.Linear):
+    """An output layer that computes in float32 even under bf16/fp16 autocast.
+
+    bf16 has 8 bits of mantissa: a score near 4 is rounded to a multiple of 1/32, so nearby
+    regression outputs collapse into ties, and close class logits become equal. The head is a
+    tiny share of the compute, so it runs in full precision. Same parameters as ``nn.Linear``,
+    so saved weights are unchanged.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(x.device.type, enabled=False):
+            return F.linear(x.float(), self.weight.float(), self.bias.float())
+
+
+def full_precision_head(model: nn.Module) -> nn.Module:
+    """Make the model's output layer a ``Float32Linear`` (in place); returns the model."""
+    head = model.output if hasattr(model, "load_pretrained") else _output_layer(model)
+    head.__class__ = Float32Linear
+    return model
+
+
+def init_regression_bias(model: nn.Module, mean: float) -> None:
+    """Start a regression head at the mean training score instead of 0.
+
+    With scores from 0 to 5 (STS-B) a head starting at 0 spends its first steps, and large
+    gradients through the encoder, just learning the offset.
+    """
+    head = model.output if hasattr(model, "load_pretrained") else _output_layer(model)
+    with torch.no_grad():
+        head.bias.fill_(mean)
 
 
 def _check_pickle_is_weights_only(path: Path) -> None:
@@ -255,7 +292,8 @@ def load_classifier(directory: Path, kind: str) -> tuple[nn.Module, Tokenizer]:
     if kind == "d2l":
         from .d2l import load_d2l_model
 
-        return load_d2l_model(directory)
+        model, tokenizer = load_d2l_model(directory)
+        return full_precision_head(model), tokenizer
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     try:
@@ -266,4 +304,4 @@ def load_classifier(directory: Path, kind: str) -> tuple[nn.Module, Tokenizer]:
         raise ModelError(
             f"{directory}: cannot load the trained model ({type(err).__name__}: {err})"
         ) from None
-    return model, HFTokenizer(tokenizer)
+    return full_precision_head(model), HFTokenizer(tokenizer)

@@ -423,11 +423,18 @@ def data_dirs(data_dir: str | None) -> list[Path]:
 
 
 def candidate_folders(task: Task, base: Path) -> list[Path]:
-    """Where a mirror may hold the extracted corpus, in the order they are tried."""
-    names = [task.folder, task.folder.lower(), task.name]
+    """Where a mirror may hold the extracted corpus, in the order they are tried.
+
+    ``base`` itself counts when the task's file names are its own (``SICK.txt``); generic names
+    (GLUE's ``train.tsv``, IMDb's ``train/``) count only in a folder named after the corpus.
+    """
+    names = list(dict.fromkeys([task.folder, task.folder.lower(), task.name]))
     parents = [base, base / "glue", base / "glue_data"] if task.glue else [base]
-    found = [parent / name for parent in parents for name in dict.fromkeys(names)]
-    return [*found, base]  # the folder itself may be the corpus folder
+    found = [parent / name for parent in parents for name in names]
+    generic = task.glue or task.reader == "imdb"
+    if not generic or base.name.lower() in {n.lower() for n in names}:
+        found.append(base)
+    return found
 
 
 def existing(path: Path) -> Path | None:

@@ -45,6 +45,7 @@ from .model import (
     build_classifier,
     encoder_layers,
     freeze,
+    init_regression_bias,
     load_tokenizer,
     save_classifier,
     use_fast_dropout,
@@ -159,6 +160,8 @@ def train(config: TrainConfig) -> Run:
 
     _seed_everything(config.seed)
     model = build_classifier(encoder, labels, config.dropout, seed=config.seed, problem=problem)
+    if problem == REGRESSION:
+        init_regression_bias(model, float(train_set.label_ids.mean()))
     freeze(model, config.freeze_embeddings, config.train_last_layers, config.train_word_embeddings)
     if device.type == "cpu":
         use_fast_dropout(model)

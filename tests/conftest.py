@@ -1,11 +1,19 @@
 """Tiny things for fast tests: a randomly initialised 2-layer BERT with a 60-word WordPiece vocab,
-and small generated data files. Nothing here touches the network or ../shared."""
+small generated data files, and a local HTTP file server. Nothing here touches the network
+(beyond 127.0.0.1) or ../shared."""
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import os
 import random
+import tarfile
+import threading
+import time
+import zipfile
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -110,3 +118,117 @@ def cache_env(tmp_path, monkeypatch) -> Path:
     cache = tmp_path / "cache"
     monkeypatch.setenv("BERTFIT_CACHE", str(cache))
     return cache
+
+
+# A local HTTP server for download tests (test_download.py, test_tasks.py).
+
+
+class FileServer:
+    """Serves ``files`` by path, honours ``Range`` unless ``ignore_range``, and records requests.
+
+    ``cut_after[path] = K`` sends only K bytes of the first response for ``path``, then drops the
+    connection; ``delay`` slows every body so concurrent clients overlap.
+    """
+
+    def __init__(self) -> None:
+        self.files: dict[str, bytes] = {}
+        self.cut_after: dict[str, int] = {}
+        self.ignore_range = False
+        self.delay = 0.0
+        self.requests: list[tuple[str, str | None]] = []  # (path, Range header)
+        self._lock = threading.Lock()
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self.base = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+
+    def url(self, path: str) -> str:
+        return self.base + path
+
+    def bodies(self, path: str) -> int:
+        """How many requests for ``path`` were answered with (part of) its body."""
+        return sum(1 for p, _ in self.requests if p == path)
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args) -> None:  # keep pytest output clean
+                pass
+
+            def do_GET(self) -> None:
+                path = self.path.split("?", 1)[0]
+                with server._lock:
+                    server.requests.append((path, self.headers.get("Range")))
+                    cut = server.cut_after.pop(path, None)
+                body = server.files.get(path)
+                if body is None:
+                    self.send_error(404)
+                    return
+                start, status = 0, 200
+                wanted = self.headers.get("Range")
+                if wanted and not server.ignore_range:
+                    start = int(wanted.removeprefix("bytes=").rstrip("-"))
+                    if start >= len(body):
+                        self.send_response(416)
+                        self.send_header("Content-Range", f"bytes */{len(body)}")
+                        self.send_header("Content-Length", "0")
+                        self.end_headers()
+                        return
+                    status = 206
+                self.send_response(status)
+                if status == 206:
+                    self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
+                self.send_header("Content-Length", str(len(body) - start))
+                self.end_headers()
+                time.sleep(server.delay)
+                if cut is not None:
+                    self.wfile.write(body[start : start + cut])
+                    self.close_connection = True  # the client sees EOF before Content-Length
+                    return
+                self.wfile.write(body[start:])
+
+        return Handler
+
+
+@pytest.fixture
+def server(monkeypatch):
+    """A FileServer on 127.0.0.1 for the test; no proxy, no mirror in the environment."""
+    from bertfit.download import MIRROR_ENV
+
+    # A proxy in the environment must not intercept 127.0.0.1.
+    monkeypatch.setenv("no_proxy", "*")
+    monkeypatch.setenv("NO_PROXY", "*")
+    monkeypatch.delenv(MIRROR_ENV, raising=False)
+    srv = FileServer()
+    thread = threading.Thread(target=srv.httpd.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    yield srv
+    srv.httpd.shutdown()
+    srv.httpd.server_close()
+    thread.join()
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def zip_bytes(members: dict[str, bytes]) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as zf:
+        for name, data in members.items():
+            zf.writestr(name, data)  # writestr keeps names as given, unlike write()
+    return buffer.getvalue()
+
+
+def tar_bytes(members: dict[str, bytes], mode: str = "w:gz", symlink: str | None = None) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode=mode) as tf:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
+        if symlink:
+            info = tarfile.TarInfo(symlink)
+            info.type = tarfile.SYMTYPE
+            info.linkname = "/etc/passwd"
+            tf.addfile(info)
+    return buffer.getvalue()

@@ -1,6 +1,7 @@
 import shutil
 
 import pytest
+import torch
 
 from bertfit.encoders import DEFAULT_SHA256, default_encoder, resolve_encoder, sha256_file
 from bertfit.errors import ModelError
@@ -60,3 +61,19 @@ def test_hub_name_offline_fails_at_once(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(ModelError, match="offline and not in the local cache.*--model DIR"):
         resolve_encoder("beomi/kcbert-base-not-cached")
+
+
+def test_half_precision_checkpoint_trains_in_float32(tiny_bert, tmp_path):
+    """Hub checkpoints are often fp16: fine-tuning must still keep float32 master weights."""
+    import shutil
+
+    from transformers import BertModel
+
+    from bertfit.encoders import resolve_encoder
+    from bertfit.model import build_classifier
+
+    half = tmp_path / "half"
+    shutil.copytree(tiny_bert, half)
+    BertModel.from_pretrained(tiny_bert).half().save_pretrained(half)
+    model = build_classifier(resolve_encoder(str(half)), ["a", "b"])
+    assert {p.dtype for p in model.parameters()} == {torch.float32}
