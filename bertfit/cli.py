@@ -19,9 +19,12 @@ from collections.abc import Callable
 from . import __version__
 from .config import (
     DataConfig,
+    EmbedConfig,
     EvaluateConfig,
     PredictConfig,
     QuickstartConfig,
+    SearchConfig,
+    SimilarityConfig,
     TasksConfig,
     TrainConfig,
 )
@@ -123,6 +126,37 @@ def _run_data(config: DataConfig) -> int:
     return 0
 
 
+def _run_embed(config: EmbedConfig) -> int:
+    from .commands import embed
+
+    vectors = embed(config)
+    sys.stderr.write(
+        f"wrote {vectors.shape[0]} vectors of {vectors.shape[1]} dimensions to {config.output}\n"
+    )
+    return 0
+
+
+def _run_similarity(config: SimilarityConfig) -> int:
+    from .commands import similarity
+
+    sys.stdout.write(f"cosine similarity: {similarity(config):.4f}\n")
+    return 0
+
+
+def _run_search(config: SearchConfig) -> int:
+    from .commands import search
+
+    records = search(config)
+    if config.output:
+        sys.stderr.write(f"wrote hits for {len(records)} queries to {config.output}\n")
+        return 0
+    for record in records:
+        sys.stdout.write(f"query: {record['query']}\n")
+        for hit in record["hits"]:
+            sys.stdout.write(f"  {hit['rank']:>3}. {hit['score']:.4f}  {hit['text']}\n")
+    return 0
+
+
 # The command table: name -> (config class, runner). One test checks it stays in sync.
 COMMANDS: dict[str, tuple[type, Callable[[typing.Any], int]]] = {
     "train": (TrainConfig, _run_train),
@@ -131,6 +165,9 @@ COMMANDS: dict[str, tuple[type, Callable[[typing.Any], int]]] = {
     "quickstart": (QuickstartConfig, _run_quickstart),
     "tasks": (TasksConfig, _run_tasks),
     "data": (DataConfig, _run_data),
+    "embed": (EmbedConfig, _run_embed),
+    "similarity": (SimilarityConfig, _run_similarity),
+    "search": (SearchConfig, _run_search),
 }
 
 

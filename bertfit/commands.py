@@ -7,7 +7,17 @@ import json
 import logging
 from pathlib import Path
 
-from .config import EvaluateConfig, PredictConfig, QuickstartConfig, TrainConfig
+import numpy as np
+
+from .config import (
+    EmbedConfig,
+    EvaluateConfig,
+    PredictConfig,
+    QuickstartConfig,
+    SearchConfig,
+    SimilarityConfig,
+    TrainConfig,
+)
 from .data import Columns, Examples, check_known_labels, file_format, label_targets, read_examples
 from .errors import ConfigError
 from .evaluation import MULTI, REGRESSION, score_outputs
@@ -25,8 +35,14 @@ def _columns(run: Run, text: str | None, pair: str | None, label: str | None) ->
 
 
 def evaluate(config: EvaluateConfig, run: Run | None = None) -> dict:
-    """Metrics of a run on a labelled file or a task's split (keys as in ``score_outputs``)."""
+    """Metrics of a run on a labelled file or a task's split (keys as in ``score_outputs``).
+
+    A bi-encoder (``--objective cosine``, or a run trained as one) is scored by the cosine of
+    the two texts' embeddings against the gold score: Spearman and Pearson.
+    """
     config.validate()
+    if run is None and (config.objective == "cosine" or _is_embedding_run(config.run_dir)):
+        return evaluate_similarity(config)
     run = run or load(config.run_dir, config.device)
     examples = _evaluation_examples(config, run)
     if run.problem != REGRESSION:
@@ -47,6 +63,45 @@ def evaluate(config: EvaluateConfig, run: Run | None = None) -> dict:
         run.labels,
         run.thresholds if run.problem == MULTI else None,
     )
+
+
+def _is_embedding_run(run_dir: str) -> bool:
+    meta = Path(run_dir) / "bertfit.json"
+    try:
+        return json.loads(meta.read_text(encoding="utf-8")).get("problem") == "embedding"
+    except (OSError, json.JSONDecodeError):
+        return False
+
+
+def evaluate_similarity(config: EvaluateConfig) -> dict:
+    """Spearman/Pearson of embedding cosines against gold scores, for any encoder or bi-encoder."""
+    from .embed import load_embedder
+    from .evaluation import pearson, spearman
+
+    embedder = load_embedder(config.run_dir, config.device)
+    if config.task is not None:
+        from .tasks import get_task, locate, read_split
+
+        task = get_task(config.task)
+        if task.pair is None or task.problem != REGRESSION:
+            raise ConfigError(
+                f"task {task.name} has no similarity scores; --objective cosine needs pairs with "
+                "a score (stsb, sick-r)"
+            )
+        root = locate(task, config.data_dir, config.cache_dir, config.download, progress=False)
+        examples = read_split(task, root, config.split or task.dev_split or "test")
+    else:
+        if config.pair_column is None:
+            raise ConfigError(
+                "--objective cosine on a file needs --pair-column (and --text-column)"
+            )
+        columns = Columns(
+            config.text_column or "text", config.pair_column, config.label_column or "label"
+        )
+        examples = read_examples(config.data, columns, label_kind="score")
+    cosines = embedder.similarity(examples.texts, examples.pairs, config.batch_size)
+    gold = np.asarray(examples.labels, dtype=float)
+    return {"spearman": spearman(gold, cosines), "pearson": pearson(gold, cosines), "n": len(gold)}
 
 
 def _evaluation_examples(config: EvaluateConfig, run: Run) -> Examples:
@@ -159,3 +214,65 @@ def quickstart(config: QuickstartConfig) -> dict:
         "metrics": metrics,
         "predictions": list(zip(QUICKSTART_SENTENCES, predictions)),
     }
+
+
+def _embedder(spec: str, device: str, max_length: int | None):
+    from .embed import load_embedder
+
+    embedder = load_embedder(spec, device)
+    if max_length is not None:
+        embedder.pooling.max_length = max_length
+    return embedder
+
+
+def embed(config: EmbedConfig) -> np.ndarray:
+    """Vectors for every text of ``--input``, written to ``--output`` (.npy or .parquet)."""
+    from .embed import read_sentences, save_vectors
+
+    config.validate()
+    texts = read_sentences(config.input, config.text_column)
+    embedder = _embedder(config.model, config.device, config.max_length)
+    vectors = embedder.encode(texts, config.batch_size, config.normalize, config.progress)
+    save_vectors(config.output, vectors)
+    return vectors
+
+
+def similarity(config: SimilarityConfig) -> float:
+    """Cosine similarity of ``--text`` and ``--pair``."""
+    config.validate()
+    embedder = _embedder(config.model, config.device, config.max_length)
+    return float(embedder.similarity([config.text], [config.pair], config.batch_size)[0])
+
+
+def search(config: SearchConfig) -> list[dict]:
+    """The ``--top-k`` corpus texts nearest each query, by cosine; JSONL to ``--output`` if given."""
+    from .embed import cached_corpus_vectors, read_sentences, top_k
+
+    config.validate()
+    corpus = read_sentences(config.corpus, config.text_column)
+    queries = (
+        [config.query]
+        if config.query is not None
+        else read_sentences(config.queries, config.text_column)
+    )
+    embedder = _embedder(config.model, config.device, config.max_length)
+    vectors = cached_corpus_vectors(
+        embedder, Path(config.corpus), corpus, config.batch_size, config.progress, config.cache
+    )
+    scores, indices = top_k(
+        embedder.encode(queries, config.batch_size, normalize=True), vectors, config.top_k
+    )
+    records = [
+        {
+            "query": query,
+            "hits": [
+                {"rank": r + 1, "index": int(i), "score": round(float(s), 6), "text": corpus[i]}
+                for r, (s, i) in enumerate(zip(row_scores, row_index))
+            ],
+        }
+        for query, row_scores, row_index in zip(queries, scores, indices)
+    ]
+    if config.output:
+        with atomic_open(config.output, "w", encoding="utf-8") as handle:
+            handle.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
+    return records

@@ -192,8 +192,16 @@ class TrainConfig:
 class EvaluateConfig:
     """Score a trained run on a labelled file: accuracy, macro-F1, per-class P/R/F1, confusion."""
 
-    run_dir: str = _f(None, "run directory written by 'bertfit train'", positional=True)
+    run_dir: str = _f(
+        None,
+        "run directory written by 'bertfit train', or with --objective cosine any encoder (default, a folder, a hub name)",
+        positional=True,
+    )
     data: str | None = _f(None, "labelled file to score (or use --task)")
+    objective: Literal["cosine"] | None = _f(
+        None,
+        "score a bi-encoder: Pearson/Spearman of the cosine of the two texts' embeddings against the gold score",
+    )
     task: str | None = _f(None, "score on a named corpus's split instead (see 'bertfit tasks')")
     split: str | None = _f(None, "the task's split [default: its dev split]")
     data_dir: str | None = _f(
@@ -216,6 +224,93 @@ class EvaluateConfig:
             problems.append("give exactly one of --data FILE or --task NAME")
         if self.split is not None and self.task is None:
             problems.append("--split goes with --task")
+        _raise_if(problems)
+        return self
+
+
+def _embedding_problems(cfg: Any) -> list[str]:
+    problems = _problems_common(cfg)
+    if cfg.max_length is not None and cfg.max_length < 8:
+        problems.append(f"--max-length must be at least 8, got {cfg.max_length}")
+    return problems
+
+
+@dataclass
+class EmbedConfig:
+    """Embed every text of a file with a bi-encoder run or any encoder; write .npy or .parquet."""
+
+    model: str = _f(
+        None,
+        "bi-encoder run directory, or an encoder: default, a folder, a hub name",
+        positional=True,
+    )
+    input: str = _f(
+        None, "texts: .txt (one per line), or .csv/.tsv/.jsonl with --text-column", required=True
+    )
+    output: str = _f(
+        None, "where the vectors go: .npy (float32, one row per text) or .parquet", required=True
+    )
+    text_column: str = _f("text", "column of the texts in a .csv/.tsv/.jsonl input")
+    normalize: bool | None = _f(None, "L2-normalise the vectors [default: as the model declares]")
+    batch_size: int = _f(64, "texts per forward pass")
+    max_length: int | None = _f(None, "tokens per text [default: the model's, e.g. 256]")
+    device: str = _f("auto", "auto, cpu, cuda or cuda:N")
+    progress: bool = _f(True, "show a progress bar")
+
+    def validate(self) -> EmbedConfig:
+        _raise_if(_embedding_problems(self))
+        return self
+
+
+@dataclass
+class SimilarityConfig:
+    """Cosine similarity of two texts' embeddings (a bi-encoder run or any encoder)."""
+
+    model: str = _f(
+        None,
+        "bi-encoder run directory, or an encoder: default, a folder, a hub name",
+        positional=True,
+    )
+    text: str = _f(None, "the first text", required=True)
+    pair: str = _f(None, "the second text", required=True)
+    max_length: int | None = _f(None, "tokens per text [default: the model's]")
+    batch_size: int = _f(64, "texts per forward pass")
+    device: str = _f("auto", "auto, cpu, cuda or cuda:N")
+
+    def validate(self) -> SimilarityConfig:
+        _raise_if(_embedding_problems(self))
+        return self
+
+
+@dataclass
+class SearchConfig:
+    """Exact cosine search: the texts of a corpus nearest to each query."""
+
+    model: str = _f(
+        None,
+        "bi-encoder run directory, or an encoder: default, a folder, a hub name",
+        positional=True,
+    )
+    corpus: str = _f(
+        None, "texts to search: .txt (one per line) or .csv/.tsv/.jsonl", required=True
+    )
+    query: str | None = _f(None, "one query")
+    queries: str | None = _f(None, "a file of queries, like --corpus")
+    top_k: int = _f(5, "hits per query")
+    output: str | None = _f(None, "write hits as JSONL here [default: print them]")
+    text_column: str = _f("text", "column of the texts in .csv/.tsv/.jsonl files")
+    batch_size: int = _f(64, "texts per forward pass")
+    max_length: int | None = _f(None, "tokens per text [default: the model's]")
+    cache: bool = _f(True, "keep the corpus embeddings next to the corpus file for the next search")
+    device: str = _f("auto", "auto, cpu, cuda or cuda:N")
+    progress: bool = _f(True, "show a progress bar")
+
+    def validate(self) -> SearchConfig:
+        problems = _embedding_problems(self)
+        if (self.query is None) == (self.queries is None):
+            problems.append("give exactly one of --query or --queries")
+        if self.top_k < 1:
+            problems.append(f"--top-k must be at least 1, got {self.top_k}")
         _raise_if(problems)
         return self
 

@@ -1,0 +1,316 @@
+"""Sentence embeddings: an encoder, a pooling of its token vectors, optional L2 normalisation.
+
+``load_embedder`` takes a bertfit run directory or any encoder spec ``--model`` accepts
+(``default``, a folder, a hub name). A folder in sentence-transformers' layout (``modules.json``,
+``1_Pooling/config.json``) brings its own pooling and normalisation; others get masked mean
+pooling. ``write_sentence_transformers_files`` writes that layout, so ``SentenceTransformer(dir)``
+loads what bertfit saved and embeds the same way.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from .errors import ModelError
+from .files import write_json
+from .packing import Packed, Tokenizer, iterate_batches, pack_texts, sorted_batches
+from .runtime import autocast, pick_device, pick_precision
+
+POOLINGS = ("mean", "cls", "max")
+ST_POOLING_KEYS = {
+    "mean": "pooling_mode_mean_tokens",
+    "cls": "pooling_mode_cls_token",
+    "max": "pooling_mode_max_tokens",
+}
+
+
+def pool(hidden: torch.Tensor, mask: torch.Tensor, mode: str = "mean") -> torch.Tensor:
+    """One vector per sequence from token vectors ``hidden`` (batch, length, width).
+
+    ``mask`` (batch, length) is 1 for real tokens: padding never enters a mean or a max.
+    """
+    if mode == "cls":
+        return hidden[:, 0]
+    keep = mask.unsqueeze(-1).to(hidden.dtype)
+    if mode == "max":
+        return hidden.masked_fill(keep == 0, torch.finfo(hidden.dtype).min).amax(dim=1)
+    if mode == "mean":
+        return (hidden * keep).sum(dim=1) / keep.sum(dim=1).clamp(min=1)
+    raise ValueError(f"unknown pooling {mode!r}; choose one of {', '.join(POOLINGS)}")
+
+
+@dataclass
+class Pooling:
+    """How token vectors become a sentence vector, as stored next to the model."""
+
+    mode: str = "mean"
+    normalize: bool = False
+    max_length: int = 128
+
+
+def read_pooling(folder: Path, max_length: int = 128) -> Pooling:
+    """The pooling a sentence-transformers folder declares; mean pooling for a plain encoder."""
+    modules_path = folder / "modules.json"
+    if not modules_path.is_file():
+        return Pooling("mean", False, max_length)
+    try:
+        modules = json.loads(modules_path.read_text(encoding="utf-8"))
+        types = [m.get("type", "") for m in modules]
+        pooling_dir = next(
+            (folder / m["path"] for m in modules if m.get("type", "").endswith("Pooling")), None
+        )
+        config = (
+            json.loads((pooling_dir / "config.json").read_text(encoding="utf-8"))
+            if pooling_dir is not None and (pooling_dir / "config.json").is_file()
+            else {}
+        )
+        st_config = folder / "sentence_bert_config.json"
+        if st_config.is_file():
+            max_length = json.loads(st_config.read_text(encoding="utf-8")).get(
+                "max_seq_length", max_length
+            )
+    except (OSError, json.JSONDecodeError, KeyError, TypeError) as err:
+        raise ModelError(
+            f"{modules_path}: cannot read the sentence-transformers files ({err})"
+        ) from None
+    mode = next((name for name, key in ST_POOLING_KEYS.items() if config.get(key)), "mean")
+    normalize = any(t.endswith("Normalize") for t in types)
+    return Pooling(mode, normalize, int(max_length))
+
+
+def write_sentence_transformers_files(folder: Path, pooling: Pooling, width: int) -> None:
+    """``modules.json``, ``1_Pooling/config.json`` (and ``2_Normalize``) for ``SentenceTransformer``."""
+    modules = [
+        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+        {
+            "idx": 1,
+            "name": "1",
+            "path": "1_Pooling",
+            "type": "sentence_transformers.models.Pooling",
+        },
+    ]
+    if pooling.normalize:
+        modules.append(
+            {
+                "idx": 2,
+                "name": "2",
+                "path": "2_Normalize",
+                "type": "sentence_transformers.models.Normalize",
+            }
+        )
+        (folder / "2_Normalize").mkdir(exist_ok=True)
+    write_json(
+        folder / "1_Pooling" / "config.json",
+        {
+            "word_embedding_dimension": width,
+            **{key: name == pooling.mode for name, key in ST_POOLING_KEYS.items()},
+            "pooling_mode_mean_sqrt_len_tokens": False,
+        },
+    )
+    write_json(folder / "modules.json", modules)
+    write_json(
+        folder / "sentence_bert_config.json",
+        {"max_seq_length": pooling.max_length, "do_lower_case": False},
+    )
+
+
+@dataclass
+class Embedder:
+    """An encoder that turns texts into sentence vectors.
+
+    Example: ``load_embedder("default").encode(["A plane is taking off."])`` is a (1, 384) array.
+    """
+
+    name: str
+    path: Path
+    model: nn.Module = field(repr=False)
+    tokenizer: Tokenizer = field(repr=False)
+    pooling: Pooling
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    precision: str = "auto"
+
+    def pack(self, texts: list[str]) -> Packed:
+        return pack_texts(self.tokenizer, texts, None, self.pooling.max_length, "longest-first")
+
+    @torch.inference_mode()
+    def encode(
+        self,
+        texts: list[str],
+        batch_size: int = 64,
+        normalize: bool | None = None,
+        progress: bool = False,
+    ) -> np.ndarray:
+        """Float32 vectors, one row per text, in input order; normalised per the model unless
+        ``normalize`` says otherwise. Batches go by length, so little compute is padding."""
+        normalize = self.pooling.normalize if normalize is None else normalize
+        packed = self.pack(list(texts))
+        dtype = pick_precision(self.precision, self.device)
+        out: np.ndarray | None = None
+        bar = tqdm(
+            total=len(texts), unit="text", disable=not progress, file=sys.stderr, leave=False
+        )
+        for indices, batch in iterate_batches(
+            sorted_batches(packed.lengths, batch_size), packed, self.tokenizer.pad_token_id
+        ):
+            batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
+            with autocast(self.device, dtype):
+                hidden = self.model(**batch).last_hidden_state
+            vectors = pool(hidden.float(), batch["attention_mask"], self.pooling.mode)
+            if normalize:
+                vectors = F.normalize(vectors, dim=-1)
+            if out is None:
+                out = np.empty((len(texts), vectors.shape[1]), dtype=np.float32)
+            out[indices] = vectors.cpu().numpy()
+            bar.update(len(indices))
+        bar.close()
+        return out if out is not None else np.zeros((0, 0), dtype=np.float32)
+
+    def similarity(self, texts: list[str], others: list[str], batch_size: int = 64) -> np.ndarray:
+        """Cosine similarity of each text with its partner in ``others``."""
+        a = self.encode(texts, batch_size, normalize=True)
+        b = self.encode(others, batch_size, normalize=True)
+        return (a * b).sum(axis=1)
+
+
+def load_embedder(spec: str, device: str = "auto", precision: str = "auto") -> Embedder:
+    """An ``Embedder`` from a bertfit run directory or any encoder spec ``--model`` accepts."""
+    from .encoders import resolve_encoder
+    from .model import _quiet_transformers, load_tokenizer
+
+    folder = Path(spec)
+    if (folder / "bertfit.json").is_file():
+        meta = json.loads((folder / "bertfit.json").read_text(encoding="utf-8"))
+        if meta.get("problem") != "embedding":
+            raise ModelError(
+                f"{folder}: a {meta.get('problem', 'classification').replace('_', ' ')} run "
+                "(a cross-encoder); embed with a bi-encoder run or an encoder such as 'default'"
+            )
+    encoder = resolve_encoder(spec)
+    if encoder.kind != "hf":
+        raise ModelError(f"{spec}: sentence embeddings need a Hugging Face-format encoder")
+    from transformers import AutoModel
+
+    try:
+        with _quiet_transformers():
+            model = AutoModel.from_pretrained(
+                str(encoder.path), dtype=torch.float32, add_pooling_layer=False
+            )
+    except TypeError:  # encoders without a pooler do not take add_pooling_layer
+        with _quiet_transformers():
+            model = AutoModel.from_pretrained(str(encoder.path), dtype=torch.float32)
+    except (OSError, ValueError) as err:
+        raise ModelError(f"{encoder.path}: cannot load the encoder ({err})") from None
+    torch_device = pick_device(device)
+    model.to(torch_device).eval()
+    limit = getattr(model.config, "max_position_embeddings", 512)
+    pooling = read_pooling(encoder.path, max_length=min(128, limit))
+    pooling.max_length = min(pooling.max_length, limit)
+    return Embedder(
+        encoder.name, encoder.path, model, load_tokenizer(encoder), pooling, torch_device, precision
+    )
+
+
+def corpus_key(embedder: Embedder, path: Path, normalize: bool) -> str:
+    """A short hash naming a cached embedding of ``path``: model, pooling and file content."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    weights = [embedder.path / n for n in ("model.safetensors", "pytorch_model.bin")]
+    stamp = [(w.stat().st_size, w.stat().st_mtime_ns) for w in weights if w.exists()]
+    identity = [str(embedder.path), stamp, embedder.pooling.__dict__, normalize]
+    digest.update(json.dumps(identity).encode())
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()[:16]
+
+
+def top_k(
+    queries: np.ndarray, corpus: np.ndarray, k: int, chunk: int = 65536
+) -> tuple[np.ndarray, np.ndarray]:
+    """(scores, indices) of the ``k`` highest dot products per query, best first.
+
+    The corpus is scored in chunks, so memory stays at queries x chunk whatever its size.
+    """
+    k = min(k, len(corpus))
+    best_scores = np.full((len(queries), 0), -np.inf, dtype=np.float32)
+    best_index = np.zeros((len(queries), 0), dtype=np.int64)
+    for start in range(0, len(corpus), chunk):
+        scores = queries @ corpus[start : start + chunk].T
+        take = min(k, scores.shape[1])
+        part = np.argpartition(-scores, take - 1, axis=1)[:, :take]
+        best_scores = np.concatenate([best_scores, np.take_along_axis(scores, part, 1)], axis=1)
+        best_index = np.concatenate([best_index, part + start], axis=1)
+        keep = np.argsort(-best_scores, axis=1, kind="stable")[:, :k]
+        best_scores = np.take_along_axis(best_scores, keep, 1)
+        best_index = np.take_along_axis(best_index, keep, 1)
+    return best_scores, best_index
+
+
+def read_sentences(path: str | os.PathLike, column: str = "text") -> list[str]:
+    """Texts from a .txt file (one per non-blank line) or a .csv/.tsv/.jsonl column."""
+    from .data import Columns, read_examples, read_text
+
+    name = str(path).lower().removesuffix(".gz")
+    if name.endswith(".txt"):
+        lines = [line.strip() for line in read_text(path).splitlines()]
+        return [line for line in lines if line]
+    return read_examples(path, Columns(column), with_labels=False).texts
+
+
+def save_vectors(path: str | os.PathLike, vectors: np.ndarray) -> None:
+    """.npy (float32 matrix) or .parquet (one list column ``embedding``), written atomically."""
+    from .errors import ConfigError
+    from .files import atomic_open, save_file_atomic
+
+    name = str(path).lower()
+    if name.endswith(".npy"):
+        with atomic_open(path, "wb") as handle:  # a handle: np.save would add .npy to a name
+            np.save(handle, vectors, allow_pickle=False)
+    elif name.endswith(".parquet"):
+        try:
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+        except ImportError:
+            raise ConfigError(
+                f"{path}: writing parquet needs pyarrow (pip install pyarrow), or use .npy"
+            ) from None
+        column = pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1)), vectors.shape[1])
+        table = pa.table({"embedding": column})
+        save_file_atomic(lambda tmp: pq.write_table(table, tmp), path)
+    else:
+        raise ConfigError(f"--output {path}: use .npy or .parquet")
+
+
+def cached_corpus_vectors(
+    embedder: Embedder, path: Path, texts: list[str], batch_size: int, progress: bool, cache: bool
+) -> np.ndarray:
+    """Normalised corpus vectors, from ``<corpus>.<key>.emb.npy`` beside the corpus when present."""
+    from .files import atomic_open
+
+    stored = path.with_name(f"{path.name}.{corpus_key(embedder, path, True)}.emb.npy")
+    if cache and stored.is_file():
+        try:
+            vectors = np.load(stored, allow_pickle=False)
+            if vectors.shape[0] == len(texts):
+                return vectors
+        except (OSError, ValueError):
+            pass  # damaged: embed again
+    vectors = embedder.encode(texts, batch_size, normalize=True, progress=progress)
+    if cache:
+        try:
+            with atomic_open(stored, "wb") as handle:
+                np.save(handle, vectors, allow_pickle=False)
+        except OSError:
+            pass  # a read-only corpus folder only costs the next search some time
+    return vectors
