@@ -73,6 +73,14 @@ class TrainConfig:
     tune_thresholds: bool = _f(
         False, "multi-label: tune each label's decision threshold on dev (else 0.5)"
     )
+    objective: Literal["cosine", "contrastive", "softmax"] | None = _f(
+        None,
+        "train a bi-encoder (sentence embeddings) instead of a classifier: cosine (pairs with a similarity score), contrastive (text/positive pairs, in-batch negatives), softmax (SBERT's NLI objective)",
+    )
+    pooling: Literal["mean", "cls", "max"] = _f("mean", "bi-encoder: how token vectors become one")
+    normalize: bool = _f(False, "bi-encoder: store L2-normalised embeddings (off by default)")
+    scale: float = _f(20.0, "contrastive: similarity scale (1 / temperature)")
+    symmetric: bool = _f(False, "contrastive: also match each positive to its text")
     train_limit: int | None = _f(
         None, "use only the first N training rows (a seeded sample for label-grouped corpora)"
     )
@@ -153,6 +161,12 @@ class TrainConfig:
             problems.append("--train-split and --eval-split go with --task")
         if self.dev is not None and self.dev_fraction is not None:
             problems.append("give --dev or --dev-fraction, not both")
+        if self.objective is not None and (self.regression or self.multi_label):
+            problems.append("--objective trains a bi-encoder; drop --regression/--multi-label")
+        if self.objective is not None and self.task is None and self.pair_column is None:
+            problems.append("--objective needs text pairs: give --pair-column")
+        if self.scale <= 0:
+            problems.append(f"--scale must be positive, got {self.scale}")
         if self.regression and self.multi_label:
             problems.append("--regression and --multi-label exclude each other")
         if self.tune_thresholds and not self.multi_label:

@@ -16,12 +16,9 @@ from torch import nn
 
 
 def supports_lean_forward(model: nn.Module) -> bool:
-    config = getattr(model, "config", None)
-    return (
-        type(model).__name__ == "BertForSequenceClassification"
-        and getattr(config, "position_embedding_type", "absolute") == "absolute"
-        and getattr(config, "hidden_act", None) == "gelu"
-        and not getattr(config, "is_decoder", False)
+    """A plain BERT classifier, whose logits ``lean_logits`` computes exactly."""
+    return type(model).__name__ == "BertForSequenceClassification" and supports_lean_encoder(
+        model.bert
     )
 
 
@@ -52,14 +49,14 @@ def _attention(layer: nn.Module, x: torch.Tensor, mask: torch.Tensor, heads: int
     return out.transpose(1, 2).reshape(batch, length, width)
 
 
-def lean_logits(
-    model: nn.Module,
+def lean_hidden(
+    bert: nn.Module,
     input_ids: torch.Tensor,
     token_type_ids: torch.Tensor,
     attention_mask: torch.Tensor,
 ) -> torch.Tensor:
-    """Logits of a ``BertForSequenceClassification`` for right-padded inputs."""
-    bert, heads = model.bert, model.config.num_attention_heads
+    """The last hidden states of a ``BertModel`` for right-padded inputs."""
+    heads = bert.config.num_attention_heads
     emb = bert.embeddings
     positions = torch.arange(input_ids.shape[1], device=input_ids.device)
     x = (
@@ -74,7 +71,29 @@ def lean_logits(
         x = out.LayerNorm(out.dropout(out.dense(_attention(layer, x, mask, heads))) + x)
         ffn = layer.output
         x = ffn.LayerNorm(ffn.dropout(ffn.dense(F.gelu(layer.intermediate.dense(x)))) + x)
-    pooled = torch.tanh(bert.pooler.dense(x[:, 0]))
+    return x
+
+
+def supports_lean_encoder(bert: nn.Module) -> bool:
+    """A plain ``BertModel`` that ``lean_hidden`` computes exactly."""
+    config = getattr(bert, "config", None)
+    return (
+        type(bert).__name__ == "BertModel"
+        and getattr(config, "position_embedding_type", "absolute") == "absolute"
+        and getattr(config, "hidden_act", None) == "gelu"
+        and not getattr(config, "is_decoder", False)
+    )
+
+
+def lean_logits(
+    model: nn.Module,
+    input_ids: torch.Tensor,
+    token_type_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+) -> torch.Tensor:
+    """Logits of a ``BertForSequenceClassification`` for right-padded inputs."""
+    x = lean_hidden(model.bert, input_ids, token_type_ids, attention_mask)
+    pooled = torch.tanh(model.bert.pooler.dense(x[:, 0]))
     return model.classifier(model.dropout(pooled))
 
 

@@ -180,6 +180,11 @@ def load(run_dir: str | Path, device: str = "auto") -> Run:
         results = json.loads((directory / RESULTS).read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as err:
         raise ModelError(f"{directory}: damaged run files ({err})") from None
+    if meta.get("problem") == "embedding":
+        raise ModelError(
+            f"{directory}: a bi-encoder (sentence embeddings) run; use 'bertfit similarity', "
+            "'embed' or 'search' with it"
+        )
     model, tokenizer = load_classifier(directory, meta["encoder"]["kind"])
     torch_device = pick_device(device)
     model.to(torch_device).eval()

@@ -7,6 +7,7 @@ log, evaluate, save.
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import math
 import random
@@ -80,7 +81,8 @@ class TrainingData:
     task: str | None = None
 
 
-LABEL_KIND = {SINGLE: "single", REGRESSION: "score", MULTI: "multi"}
+PAIRS = "pairs"  # the contrastive objective: text/positive pairs without labels
+LABEL_KIND = {SINGLE: "single", REGRESSION: "score", MULTI: "multi", PAIRS: "multi"}
 LOSSES = {
     SINGLE: lambda logits, y: F.cross_entropy(logits, y),
     REGRESSION: lambda logits, y: F.mse_loss(logits.squeeze(-1), y),
@@ -90,6 +92,8 @@ LOSSES = {
 
 def problem_of(config: TrainConfig) -> str:
     """single-label, regression or multi-label: from the task, else from the flags."""
+    if config.objective is not None:
+        return {"cosine": REGRESSION, "softmax": SINGLE, "contrastive": PAIRS}[config.objective]
     if config.task:
         from .tasks import get_task
 
@@ -132,7 +136,8 @@ def encoder_defaults(config: TrainConfig, encoder: Encoder) -> TrainConfig:
 
 
 def train(config: TrainConfig) -> Run:
-    """Fine-tune ``config.model`` on ``config.train`` and return the finished run.
+    """Fine-tune ``config.model`` on ``config.train`` and return the finished run (with
+    ``--objective``, the trained bi-encoder as an ``Embedder``).
 
     Example: ``bertfit.train(TrainConfig(train="train.tsv", output="runs/x", text_column="sentence"))``.
     """
@@ -146,6 +151,8 @@ def train(config: TrainConfig) -> Run:
     encoder = resolve_encoder(config.model)
     tokenizer = load_tokenizer(encoder)
     data = read_training_data(config)
+    if config.objective is not None:
+        return _train_bi_encoder(config, encoder, tokenizer, data, device, dtype, output)
     train_examples, dev_examples, labels, problem = data.train, data.dev, data.labels, data.problem
     config = dataclasses.replace(config, metric=choose_metric(config, problem, labels))
     train_set = _prepare(tokenizer, train_examples, labels, problem, config)
@@ -215,6 +222,107 @@ def train(config: TrainConfig) -> Run:
     return load(output, device=str(device))
 
 
+def _train_bi_encoder(
+    config: TrainConfig,
+    encoder: Encoder,
+    tokenizer,
+    data: TrainingData,
+    device,
+    dtype,
+    output: Path,
+) -> Run:
+    """Fine-tune ``encoder`` as a bi-encoder with ``config.objective``; a sentence-transformers run."""
+    from .biencoder import fit_bi_encoder, load_bi_encoder, save_bi_encoder, scale_scores
+    from .embed import Pooling, read_pooling
+
+    if encoder.kind != "hf":
+        raise ConfigError("--objective needs a Hugging Face-format encoder")
+    if data.train.pairs is None:
+        raise ConfigError("--objective needs text pairs: give --pair-column")
+    # SBERT's fine-tuning rate: the encoder is often already a sentence embedder, and the
+    # classification defaults (1.5e-4 for the default encoder) undo its training
+    config = dataclasses.replace(
+        config,
+        lr=config.lr or 2e-5,
+        layer_lr_decay=config.layer_lr_decay or 1.0,
+    )
+    config = encoder_defaults(config, encoder)
+    limit = read_pooling(encoder.path).max_length
+    pooling = Pooling(config.pooling, config.normalize, min(config.max_length, limit))
+
+    def side(examples: Examples) -> dict:
+        pack = lambda texts: pack_cached(  # noqa: E731
+            tokenizer, texts, None, pooling.max_length, config.truncation, config.cache_dir
+        )
+        out = {"a": pack(examples.texts), "b": pack(examples.pairs)}
+        _, ids = np.unique(
+            np.asarray(examples.texts + examples.pairs, dtype=object), return_inverse=True
+        )
+        out["a_ids"], out["b_ids"] = ids[: len(examples)], ids[len(examples) :]
+        if config.objective == "cosine":
+            out["y"] = scale_scores(np.asarray(examples.labels, dtype=np.float32), low, high)
+        elif config.objective == "softmax":
+            out["y"] = label_targets(examples.labels, data.labels, "single")
+        return out
+
+    if config.objective == "cosine":
+        scores = np.asarray(data.train.labels, dtype=np.float32)
+        inside = scores.min() >= 0 and scores.max() <= 1
+        low, high = (0.0, 1.0) if inside else (float(scores.min()), float(scores.max()))
+    train_side, dev_side = side(data.train), side(data.dev)
+    _seed_everything(config.seed)
+    num_labels = len(data.labels) if config.objective == "softmax" else 0
+    model = load_bi_encoder(encoder.path, pooling, num_labels, config.seed)
+    freeze(model, config.freeze_embeddings, config.train_last_layers, config.train_word_embeddings)
+    if device.type == "cpu":
+        use_fast_dropout(model)
+    model.to(device)
+    steps = (
+        math.ceil(math.ceil(len(data.train) / config.batch_size) / config.grad_accum)
+        * config.epochs
+    )
+    optimizer = make_optimizer(model, config.lr, config.weight_decay, device, config.layer_lr_decay)
+    scheduler = linear_schedule(optimizer, round(config.warmup_ratio * steps), steps)
+    _start_run_dir(output, config, encoder, data)
+    meta_path = output / RUN_CONFIG
+    meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    meta.update(problem="embedding", objective=config.objective, pooling=pooling.__dict__)
+    if config.objective == "cosine":
+        meta["score_range"] = [low, high]
+    write_json(meta_path, meta)
+    log.info(
+        f"bi-encoder, {config.objective} objective: {len(data.train)} training and "
+        f"{len(data.dev)} dev pairs; encoder {encoder.name}; device {device}, lr {config.lr:g}"
+    )
+    summary = fit_bi_encoder(
+        model,
+        train_side,
+        dev_side,
+        config.objective,
+        data.labels,
+        config,
+        optimizer,
+        scheduler,
+        device,
+        dtype,
+        tokenizer.pad_token_id,
+        output,
+        lambda: save_bi_encoder(model, tokenizer, output),
+    )
+    summary.update(
+        version=__version__,
+        problem="embedding",
+        objective=config.objective,
+        train_examples=len(data.train),
+        dev_examples=len(data.dev),
+    )
+    write_json(output / RESULTS, summary)
+    log.info(
+        f"done: best dev {summary['metric']} {summary['dev'][summary['metric']]:.4f}; run in {output}"
+    )
+    return output
+
+
 def read_training_data(config: TrainConfig) -> TrainingData:
     """Train, dev (and for tasks a labelled test split) and the label names.
 
@@ -229,6 +337,7 @@ def read_training_data(config: TrainConfig) -> TrainingData:
         read = lambda path, limit=None: read_examples(  # noqa: E731
             path,
             Columns(config.text_column, config.pair_column, config.label_column),
+            with_labels=problem != PAIRS,
             limit=limit,
             skip_bad_rows=config.skip_bad_rows,
             label_kind=kind,
@@ -240,11 +349,15 @@ def read_training_data(config: TrainConfig) -> TrainingData:
     labels = _label_names(data.train, problem, config)
     if data.dev is None:
         fraction = config.dev_fraction or 0.1
-        keys = stratify_keys(data.train.labels, LABEL_KIND[problem])
+        keys = (
+            [""] * len(data.train)
+            if problem == PAIRS
+            else stratify_keys(data.train.labels, LABEL_KIND[problem])
+        )
         train_idx, dev_idx = stratified_split(keys, fraction, config.seed)
         data.train, data.dev = data.train.subset(train_idx), data.train.subset(dev_idx)
     for other in (data.dev, data.test):
-        if other is not None and problem != REGRESSION:
+        if other is not None and problem in (SINGLE, MULTI):
             check_known_labels(other, labels)
     data.labels = labels
     return data
@@ -253,6 +366,8 @@ def read_training_data(config: TrainConfig) -> TrainingData:
 def _label_names(train: Examples, problem: str, config: TrainConfig) -> list[str]:
     if problem == REGRESSION:
         return ["score"]
+    if problem == PAIRS:
+        return []
     if config.task:
         from .tasks import get_task
 

@@ -84,3 +84,18 @@ def test_cpu_dropout_attention_path_is_exact_when_nothing_is_dropped(tiny_bert, 
     with torch.no_grad():
         got = lean_logits(model, **batch)
     assert calls and torch.allclose(got, expected, atol=1e-5)
+
+
+def test_lean_hidden_matches_bert_model(tiny_bert):
+    from transformers import BertModel
+
+    from bertfit.fastbert import lean_hidden, supports_lean_encoder
+
+    bert = BertModel.from_pretrained(tiny_bert, add_pooling_layer=False).eval()
+    assert supports_lean_encoder(bert)
+    batch = padded_batch()
+    with torch.no_grad():
+        expected = bert(**batch).last_hidden_state
+        got = lean_hidden(bert, **batch)
+    real = batch["attention_mask"].bool()  # padded positions may differ; they are never used
+    assert torch.allclose(got[real], expected[real], atol=1e-5)
