@@ -3,6 +3,7 @@
 import bertfit
 run = bertfit.train(bertfit.TrainConfig(train="train.tsv", output="runs/x", text_column="sentence"))
 bertfit.load("runs/x").predict(["a gorgeous, witty, seductive movie"])
+bertfit.load_embedder("default").encode(["A plane is taking off."])
 """
 
 __version__ = "0.1.0"
@@ -25,6 +26,13 @@ def load(run_dir, device: str = "auto"):
     return _load(run_dir, device)
 
 
+def load_embedder(model: str, device: str = "auto"):
+    """A sentence embedder from a bi-encoder run or any encoder spec (``"default"``, a folder)."""
+    from .embed import load_embedder as _load_embedder
+
+    return _load_embedder(model, device)
+
+
 def evaluate(config: EvaluateConfig) -> dict:
     """Score a run on a labelled file; returns the metrics dict."""
     from .commands import evaluate as _evaluate
@@ -44,5 +52,6 @@ __all__ = [
     "__version__",
     "evaluate",
     "load",
+    "load_embedder",
     "train",
 ]

@@ -68,7 +68,10 @@ def load_bi_encoder(path: Path, pooling: Pooling, num_labels: int, seed: int) ->
 
     torch.manual_seed(seed)
     with _quiet_transformers():
-        encoder = AutoModel.from_pretrained(str(path), dtype=torch.float32, add_pooling_layer=False)
+        encoder = AutoModel.from_pretrained(str(path), dtype=torch.float32)
+    pooler = getattr(encoder, "pooler", None)
+    if pooler is not None:  # unused, but kept so the saved encoder loads without warnings
+        pooler.requires_grad_(False)
     return BiEncoder(encoder, pooling, num_labels)
 
 
