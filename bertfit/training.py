@@ -239,6 +239,11 @@ def _train_bi_encoder(
         raise ConfigError("--objective needs a Hugging Face-format encoder")
     if data.train.pairs is None:
         raise ConfigError("--objective needs text pairs: give --pair-column")
+    if config.objective == "contrastive" and data.task:
+        data.train, data.dev = (
+            _positive_pairs(data.train, data.task),
+            _positive_pairs(data.dev, data.task),
+        )
     # SBERT's fine-tuning rate: the encoder is often already a sentence embedder, and the
     # classification defaults (1.5e-4 for the default encoder) undo its training
     config = dataclasses.replace(
@@ -323,6 +328,26 @@ def _train_bi_encoder(
     return output
 
 
+def _positive_pairs(examples: Examples, task_name: str) -> Examples:
+    """The pairs of a labelled task that are positives for in-batch negatives: entailment (NLI)
+    or paraphrase/duplicate (label 1), as SBERT trains on NLI."""
+    from .tasks import get_task
+
+    task = get_task(task_name)
+    positive = next(
+        (x for x in ("entailment", "ENTAILMENT", "1") if x in (task.labels or ())), None
+    )
+    if positive is None:
+        raise ConfigError(
+            f"--objective contrastive: task {task_name} has no positive-pair label; use cosine or softmax"
+        )
+    keep = [i for i, label in enumerate(examples.labels) if label == positive]
+    log.info(
+        f"contrastive: {len(keep)} of {len(examples)} {task_name} pairs are positives ({positive})"
+    )
+    return examples.subset(keep)
+
+
 def read_training_data(config: TrainConfig) -> TrainingData:
     """Train, dev (and for tasks a labelled test split) and the label names.
 
@@ -386,6 +411,12 @@ def _read_task(config: TrainConfig, problem: str) -> TrainingData:
     from .tasks import get_task, locate, read_split, split_file
 
     task = get_task(config.task)
+    wanted = {REGRESSION: "similarity scores", SINGLE: "class labels"}.get(problem)
+    if config.objective and wanted and task.problem != problem:
+        raise ConfigError(
+            f"--objective {config.objective} needs {wanted}; task {task.name} has "
+            + ("scores" if task.problem == REGRESSION else "class labels")
+        )
     root = locate(task, config.data_dir, config.cache_dir, config.download, config.progress)
     read = lambda split, limit=None: read_split(task, root, split, limit=limit, seed=config.seed)  # noqa: E731
     train_examples = read(config.train_split, config.train_limit)

@@ -142,3 +142,34 @@ def test_trained_run_loads_in_sentence_transformers_with_the_same_embeddings(
     assert set(json.loads(capsys.readouterr().out)) == {"spearman", "pearson", "n"}
     assert main(["predict", str(out), "--text", "x"]) == 2  # a bi-encoder is not a classifier
     assert "bertfit similarity" in capsys.readouterr().err
+
+
+def test_objective_must_fit_the_task_and_contrastive_keeps_positive_pairs(
+    tiny_bert, tmp_path, cache_env, capsys, monkeypatch
+):
+    from tests.test_tasks import write_snli
+
+    monkeypatch.setenv("BERTFIT_OFFLINE", "1")
+    write_snli(tmp_path / "corpora", {"train": 40, "dev": 12, "test": 5}, dashes=2)
+    common = [
+        "train",
+        "--task",
+        "snli",
+        "--data-dir",
+        str(tmp_path / "corpora"),
+        "--model",
+        str(tiny_bert),
+    ]
+    out = tmp_path / "run"
+    assert main([*common, "--objective", "cosine", "--output", str(out)]) == 2
+    assert "needs similarity scores; task snli has class labels" in capsys.readouterr().err
+    assert not out.exists()
+    assert main([*common, "--objective", "contrastive", "--output", str(out), *FAST]) == 0
+    results = json.loads((out / "results.json").read_text())
+    snli_rows = [
+        json.loads(x)
+        for x in (tmp_path / "corpora" / "snli_1.0" / "snli_1.0_train.jsonl")
+        .read_text()
+        .splitlines()
+    ]
+    assert results["train_examples"] == sum(r["gold_label"] == "entailment" for r in snli_rows)
