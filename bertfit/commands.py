@@ -20,7 +20,7 @@ from .config import (
 )
 from .data import Columns, Examples, check_known_labels, file_format, label_targets, read_examples
 from .errors import ConfigError
-from .evaluation import MULTI, REGRESSION, score_outputs
+from .evaluation import MULTI, REGRESSION, bootstrap_intervals, with_intervals
 from .files import atomic_open
 from .predict import Run, compute_logits, load
 from .runtime import pick_precision
@@ -56,7 +56,7 @@ def evaluate(config: EvaluateConfig, run: Run | None = None) -> dict:
         pick_precision("auto", run.device),
     )
     kind = {REGRESSION: "score", MULTI: "multi"}.get(run.problem, "single")
-    return score_outputs(
+    return with_intervals(
         run.problem,
         label_targets(examples.labels, run.labels, kind),
         logits,
@@ -101,7 +101,11 @@ def evaluate_similarity(config: EvaluateConfig) -> dict:
         examples = read_examples(config.data, columns, label_kind="score")
     cosines = embedder.similarity(examples.texts, examples.pairs, config.batch_size)
     gold = np.asarray(examples.labels, dtype=float)
-    return {"spearman": spearman(gold, cosines), "pearson": pearson(gold, cosines), "n": len(gold)}
+
+    def score(i):
+        return {"spearman": spearman(gold[i], cosines[i]), "pearson": pearson(gold[i], cosines[i])}
+
+    return {**score(slice(None)), "n": len(gold), "ci": bootstrap_intervals(score, len(gold))}
 
 
 def _evaluation_examples(config: EvaluateConfig, run: Run) -> Examples:

@@ -189,6 +189,45 @@ def score_outputs(
     return classification_metrics(targets, logits.argmax(-1), labels)
 
 
+def bootstrap_intervals(
+    score,
+    n: int,
+    resamples: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
+) -> dict[str, list[float]]:
+    """Percentile bootstrap intervals of every headline metric.
+
+    ``score(indices)`` returns the metrics of the examples at ``indices``; each of the
+    ``resamples`` draws ``n`` examples with replacement (seeded, so intervals are reproducible).
+    With 872 dev sentences an accuracy of 0.85 is uncertain by about +-0.024: this says so.
+    """
+    rng = np.random.default_rng(seed)
+    draws: dict[str, list[float]] = {}
+    for _ in range(resamples):
+        for name, value in headline(score(rng.integers(0, n, size=n))).items():
+            draws.setdefault(name, []).append(value)
+    tail = (1 - level) / 2
+    return {
+        name: [float(np.quantile(values, tail)), float(np.quantile(values, 1 - tail))]
+        for name, values in draws.items()
+    }
+
+
+def with_intervals(
+    problem: str, targets, logits: np.ndarray, labels, thresholds=None, **kw
+) -> dict:
+    """``score_outputs`` plus a ``ci`` entry: 95% bootstrap intervals of the headline metrics."""
+    targets = np.asarray(targets)
+    metrics = score_outputs(problem, targets, logits, labels, thresholds)
+    metrics["ci"] = bootstrap_intervals(
+        lambda i: score_outputs(problem, targets[i], logits[i], labels, thresholds),
+        len(targets),
+        **kw,
+    )
+    return metrics
+
+
 def headline(metrics: dict) -> dict:
     """Only the numeric top-level metrics (what goes into metrics.jsonl and the epoch line)."""
     return {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and k != "n"}
@@ -197,7 +236,12 @@ def headline(metrics: dict) -> dict:
 def format_report(metrics: dict) -> str:
     """A plain-text table for people: headline metrics, per-class figures, confusion matrix."""
     lines = [f"examples: {metrics['n']}"]
-    lines += [f"{name}: {value:.4f}" for name, value in headline(metrics).items()]
+    ci = metrics.get("ci", {})
+    lines += [
+        f"{name}: {value:.4f}"
+        + (f"  (95% CI {ci[name][0]:.4f} to {ci[name][1]:.4f})" if name in ci else "")
+        for name, value in headline(metrics).items()
+    ]
     if "labels" not in metrics:  # regression: the correlations are the whole story
         return "\n".join(lines)
     labels = metrics["labels"]

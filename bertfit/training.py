@@ -25,6 +25,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from . import __version__
+from .card import write_model_card
 from .config import DEFAULT_MODEL, TrainConfig
 from .data import (
     Columns,
@@ -39,7 +40,16 @@ from .data import (
 from .encoders import DEFAULT_NAME, Encoder, resolve_encoder
 from .errors import ConfigError
 from .evaluation import METRICS as PROBLEM_METRICS
-from .evaluation import MULTI, REGRESSION, SINGLE, headline, score_outputs, sigmoid, tune_thresholds
+from .evaluation import (
+    MULTI,
+    REGRESSION,
+    SINGLE,
+    headline,
+    score_outputs,
+    sigmoid,
+    tune_thresholds,
+    with_intervals,
+)
 from .fastbert import training_forward
 from .files import append_jsonl, write_json
 from .model import (
@@ -198,23 +208,27 @@ def train(config: TrainConfig) -> Run:
         device=str(device),
         precision=_precision_name(dtype),
     )
+    score_best = lambda split: _score_saved_model(  # noqa: E731
+        output,
+        encoder.kind,
+        split,
+        labels,
+        problem,
+        summary.get("thresholds"),
+        device,
+        dtype,
+        tokenizer.pad_token_id,
+    )
+    summary["dev_ci"] = score_best(dev_set)["ci"]
     if data.test is not None:
-        summary["test"] = _score_saved_model(
-            output,
-            encoder.kind,
-            _prepare(tokenizer, data.test, labels, problem, config),
-            labels,
-            problem,
-            summary.get("thresholds"),
-            device,
-            dtype,
-            tokenizer.pad_token_id,
-        )
-        summary["test_split"] = data.test_name
+        test = score_best(_prepare(tokenizer, data.test, labels, problem, config))
+        summary["test_ci"] = test.pop("ci")
+        summary["test"], summary["test_split"] = test, data.test_name
         log.info(
             f"{data.test_name} ({len(data.test)} examples): {config.metric} "
             f"{summary['test'][config.metric]:.4f}"
         )
+    write_model_card(output, summary)
     write_json(output / RESULTS, summary)  # last: its presence marks a finished run
     log.info(
         f"done: best dev {config.metric} {summary['dev'][config.metric]:.4f} (epoch {summary['best_epoch']}); run in {output}"
@@ -321,6 +335,7 @@ def _train_bi_encoder(
         train_examples=len(data.train),
         dev_examples=len(data.dev),
     )
+    write_model_card(output, summary)
     write_json(output / RESULTS, summary)
     log.info(
         f"done: best dev {summary['metric']} {summary['dev'][summary['metric']]:.4f}; run in {output}"
@@ -472,7 +487,7 @@ def _score_saved_model(
     model, _ = load_classifier(output, kind)
     logits = compute_logits(model.to(device), split.packed, pad_id, 64, device, dtype)
     cut = None if thresholds is None else [thresholds[label] for label in labels]
-    return score_outputs(problem, split.label_ids, logits, labels, cut)
+    return with_intervals(problem, split.label_ids, logits, labels, cut)
 
 
 def fit(

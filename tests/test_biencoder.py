@@ -139,7 +139,7 @@ def test_trained_run_loads_in_sentence_transformers_with_the_same_embeddings(
         )
         == 0
     )
-    assert set(json.loads(capsys.readouterr().out)) == {"spearman", "pearson", "n"}
+    assert set(json.loads(capsys.readouterr().out)) == {"spearman", "pearson", "n", "ci"}
     assert main(["predict", str(out), "--text", "x"]) == 2  # a bi-encoder is not a classifier
     assert "bertfit similarity" in capsys.readouterr().err
 

@@ -88,6 +88,15 @@ def test_evaluate_json_matches_training_dev_metrics(single_run, capsys):
     assert {"accuracy", "macro_f1", "mcc", "f1"} <= set(metrics)
     assert set(metrics["per_class"]) == {"neg", "pos"}
     assert sum(map(sum, metrics["confusion_matrix"])) == 100
+    # 95% bootstrap intervals beside the unchanged point figures, the same on every run (seeded)
+    assert set(metrics["ci"]) == {"accuracy", "macro_f1", "mcc", "f1"}
+    for name, (low, high) in metrics["ci"].items():
+        assert low <= metrics[name] <= high, name
+    low, high = metrics["ci"]["accuracy"]
+    assert 0 <= high - low < 0.3  # zero width only when every resample scores the same
+    capsys.readouterr()
+    main(["evaluate", str(single_run["dir"]), "--data", str(single_run["dev"]), "--json"])
+    assert json.loads(capsys.readouterr().out)["ci"] == metrics["ci"]
 
 
 def test_evaluate_table(single_run, capsys):
@@ -356,3 +365,29 @@ def test_quickstart_runs_on_the_bundled_sample(tmp_path, cache_env, capsys):
     out = capsys.readouterr().out
     assert "accuracy:" in out and "a gorgeous, witty, seductive movie." in out
     assert (tmp_path / "qs" / "results.json").is_file()
+
+
+def test_run_has_a_hugging_face_model_card(single_run):
+    from huggingface_hub import ModelCard
+
+    results = json.loads((single_run["dir"] / "results.json").read_text())
+    card = ModelCard.load(single_run["dir"] / "README.md")
+    data = card.data.to_dict()
+    assert data["pipeline_tag"] == "text-classification" and data["license"] == "other"
+    assert data["base_model"] and "accuracy" in data["metrics"]
+    (result,) = [r for r in card.data.eval_results if r.metric_type == "accuracy"]
+    assert result.metric_value == pytest.approx(results["dev"]["accuracy"], abs=1e-4)
+    low, high = results["dev_ci"]["accuracy"]
+    assert low <= results["dev"]["accuracy"] <= high
+    text = card.text
+    for section in (
+        "## Intended use",
+        "## Training data",
+        "## Hyper-parameters",
+        "## Results",
+        "## Limitations",
+    ):
+        assert section in text
+    assert (
+        f"| dev | accuracy | {results['dev']['accuracy']:.4f} | {low:.4f} to {high:.4f} |" in text
+    )

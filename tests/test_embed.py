@@ -149,7 +149,7 @@ def test_similarity_and_cosine_evaluation(st_tiny, tmp_path, capsys):
     ]
     assert main([*common, "--objective", "cosine", "--pair-column", "b", "--json"]) == 0
     metrics = json.loads(capsys.readouterr().out)
-    assert set(metrics) == {"spearman", "pearson", "n"} and metrics["n"] == 4
+    assert set(metrics) == {"spearman", "pearson", "n", "ci"} and metrics["n"] == 4
     assert main([*common, "--objective", "cosine"]) == 2
     assert "--pair-column" in capsys.readouterr().err
 

@@ -54,6 +54,25 @@ def test_multilabel_metrics_and_thresholds():
     assert 0.1 < cut[1] <= 0.3
 
 
+def test_bootstrap_interval_covers_the_true_rate():
+    """In a simulation with a known accuracy of 0.8, about 95% of the intervals contain it."""
+    from bertfit.evaluation import bootstrap_intervals, classification_metrics
+
+    rng = np.random.default_rng(0)
+    covered, trials, n = 0, 100, 300
+    y_true = np.zeros(n, dtype=int)
+    for trial in range(trials):
+        y_pred = (rng.random(n) >= 0.8).astype(int)  # each prediction right with p = 0.8
+        low, high = bootstrap_intervals(
+            lambda i, y_pred=y_pred: classification_metrics(y_true[i], y_pred[i], ["a", "b"]),
+            n,
+            resamples=300,
+            seed=trial,
+        )["accuracy"]
+        covered += low <= 0.8 <= high
+    assert 0.88 <= covered / trials <= 1.0
+
+
 # ---- readers ----------------------------------------------------------------------------------
 
 
