@@ -21,6 +21,7 @@ from .config import (
     DataConfig,
     EmbedConfig,
     EvaluateConfig,
+    ExplainConfig,
     PredictConfig,
     QuickstartConfig,
     SearchConfig,
@@ -157,6 +158,33 @@ def _run_search(config: SearchConfig) -> int:
     return 0
 
 
+def _run_explain(config: ExplainConfig) -> int:
+    from .predict import load
+
+    config.validate()
+    result = load(config.run_dir, config.device).explain(config.text, config.pair, config.steps)
+    if config.json:
+        sys.stdout.write(json.dumps(result, ensure_ascii=False) + "\n")
+        return 0
+    probs = ", ".join(f"{label} {p:.4f}" for label, p in result["probabilities"].items())
+    lines = [
+        f"label: {result['label']}",
+        f"probabilities: {probs}",
+        "",
+        "word            attention  integrated gradients",
+    ]
+    for word in result["words"]:
+        lines.append(
+            f"{word['word']:<15} {word['attention']:9.3f}  {word['integrated_gradients']:+.3f}"
+        )
+    lines.append(
+        f"\nintegrated gradients sum to {result['attribution_sum']:+.4f}; the output moved "
+        f"{result['output_difference']:+.4f} from the all-[PAD] baseline"
+    )
+    sys.stdout.write("\n".join(lines) + "\n")
+    return 0
+
+
 # The command table: name -> (config class, runner). One test checks it stays in sync.
 COMMANDS: dict[str, tuple[type, Callable[[typing.Any], int]]] = {
     "train": (TrainConfig, _run_train),
@@ -168,6 +196,7 @@ COMMANDS: dict[str, tuple[type, Callable[[typing.Any], int]]] = {
     "embed": (EmbedConfig, _run_embed),
     "similarity": (SimilarityConfig, _run_similarity),
     "search": (SearchConfig, _run_search),
+    "explain": (ExplainConfig, _run_explain),
 }
 
 

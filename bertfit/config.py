@@ -242,6 +242,25 @@ class EvaluateConfig:
         return self
 
 
+@dataclass
+class ExplainConfig:
+    """Why a classifier decided: word scores by [CLS] attention and by integrated gradients."""
+
+    run_dir: str = _f(None, "run directory written by 'bertfit train'", positional=True)
+    text: str = _f(None, "the text to explain", required=True)
+    pair: str | None = _f(None, "the second text, for a pair task")
+    steps: int = _f(50, "integrated-gradients steps (more: closer to exact, slower)")
+    json: bool = _f(False, "print the tokens, words and scores as one JSON object")
+    device: str = _f("auto", "auto, cpu, cuda or cuda:N")
+
+    def validate(self) -> ExplainConfig:
+        problems = []
+        if self.steps < 2:
+            problems.append(f"--steps must be at least 2, got {self.steps}")
+        _raise_if(problems)
+        return self
+
+
 def _embedding_problems(cfg: Any) -> list[str]:
     problems = _problems_common(cfg)
     if cfg.max_length is not None and cfg.max_length < 8:

@@ -148,6 +148,12 @@ class Run:
             ]
         return [self.record(row) for row in softmax(logits)]
 
+    def explain(self, text: str, pair: str | None = None, steps: int = 50) -> dict:
+        """Word scores for one prediction (attention and integrated gradients); see ``explain``."""
+        from .explain import explain
+
+        return explain(self, text, pair, steps)
+
     def record(self, probabilities: np.ndarray) -> dict:
         """The prediction record for one row of probabilities: best label and all probabilities."""
         best = int(probabilities.argmax())

@@ -1,0 +1,140 @@
+"""Why did the model decide that? Word scores for one prediction, two ways.
+
+- attention: the last layer's attention from ``[CLS]`` to every token, averaged over heads (what
+  the IMDb notes show). Cheap, but attention is not attribution.
+- integrated gradients (captum) on the word embeddings for the predicted class, from a baseline
+  where every non-special token is ``[PAD]``: each token's share of the difference between the
+  model's output for the input and for the baseline (the shares add up to it: completeness).
+
+Word pieces are merged back into words (scores summed for IG, maxed for attention).
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+
+from .errors import ModelError
+from .predict import Run, softmax
+
+
+@contextlib.contextmanager
+def _eager_attention(model):
+    """Run ``model`` with the plain attention implementation, then restore the fast one."""
+    setter = getattr(model, "set_attn_implementation", None)
+    before = getattr(model.config, "_attn_implementation", None)
+    if setter is None or before in (None, "eager"):
+        yield
+        return
+    setter("eager")
+    try:
+        yield
+    finally:
+        setter(before)
+
+
+def _word_starts(tokens: list[str]) -> list[bool]:
+    """True where a token begins a word: not a ``##`` continuation (WordPiece)."""
+    return [not t.startswith("##") for t in tokens]
+
+
+def merge_words(
+    tokens: list[str], segments: list[int], scores: dict[str, list[float]]
+) -> list[dict]:
+    """Words from word pieces, special tokens dropped: ``{"word", "segment", <score names>}``."""
+    words: list[dict] = []
+    for i, (token, start) in enumerate(zip(tokens, _word_starts(tokens))):
+        if token in ("[CLS]", "[SEP]", "[PAD]"):
+            continue
+        piece = token[2:] if token.startswith("##") else token
+        if start or not words or words[-1]["segment"] != segments[i]:
+            words.append({"word": piece, "segment": segments[i], **{k: 0.0 for k in scores}})
+            if "attention" in scores:
+                words[-1]["attention"] = float(scores["attention"][i])
+            if "integrated_gradients" in scores:
+                words[-1]["integrated_gradients"] = float(scores["integrated_gradients"][i])
+            continue
+        words[-1]["word"] += piece
+        if "attention" in scores:
+            words[-1]["attention"] = max(words[-1]["attention"], float(scores["attention"][i]))
+        if "integrated_gradients" in scores:
+            words[-1]["integrated_gradients"] += float(scores["integrated_gradients"][i])
+    return words
+
+
+def explain(run: Run, text: str, pair: str | None = None, steps: int = 50) -> dict:
+    """Prediction, probabilities, per-token and per-word attention and IG scores for one input.
+
+    Example: ``explain(bertfit.load("runs/sst2"), "a gorgeous, witty movie")["words"]``.
+    """
+    from captum.attr import LayerIntegratedGradients
+
+    if run.problem != "single_label_classification":
+        raise ModelError(f"{run.directory}: explanations are for single-label classifiers")
+    if run.is_pair != (pair is not None):
+        raise ModelError(
+            f"{run.directory}: trained on {'text pairs: give --pair' if run.is_pair else 'single texts'}"
+        )
+    model = run.model.float().eval()
+    packed = run.pack([text], None if pair is None else [pair])
+    ids = torch.tensor(packed.ids[: packed.offsets[1]], dtype=torch.long, device=run.device)[None]
+    types = torch.tensor(packed.types[: packed.offsets[1]], dtype=torch.long, device=run.device)[
+        None
+    ]
+    mask = torch.ones_like(ids)
+    tokens = run.tokenizer.convert_ids_to_tokens(ids[0].tolist())
+
+    with torch.no_grad(), _eager_attention(model):  # SDPA kernels do not return the weights
+        out = model(
+            input_ids=ids, token_type_ids=types, attention_mask=mask, output_attentions=True
+        )
+    if not out.attentions:
+        raise ModelError(f"{run.directory}: this model does not return attention weights")
+    probabilities = softmax(out.logits.float().cpu().numpy())[0]
+    target = int(probabilities.argmax())
+    attention = (
+        out.attentions[-1][0, :, 0, :].mean(dim=0).float().cpu()
+    )  # heads averaged, from [CLS]
+
+    def logit(input_ids, token_type_ids, attention_mask):
+        return model(
+            input_ids=input_ids, token_type_ids=token_type_ids, attention_mask=attention_mask
+        ).logits
+
+    special = {run.tokenizer.cls_token_id, run.tokenizer.sep_token_id}
+    baseline = torch.where(
+        torch.tensor([[i in special for i in ids[0].tolist()]], device=ids.device),
+        ids,
+        torch.full_like(ids, run.tokenizer.pad_token_id),
+    )
+    ig = LayerIntegratedGradients(logit, model.get_input_embeddings())
+    attributions, delta = ig.attribute(
+        ids,
+        baselines=baseline,
+        additional_forward_args=(types, mask),
+        target=target,
+        n_steps=steps,
+        return_convergence_delta=True,
+    )
+    per_token = attributions.sum(dim=-1)[0].detach().float().cpu()
+    with torch.no_grad():
+        gap = float(logit(ids, types, mask)[0, target] - logit(baseline, types, mask)[0, target])
+    scores = {"attention": attention.tolist(), "integrated_gradients": per_token.tolist()}
+    return {
+        "text": text,
+        "pair": pair,
+        "label": run.output_label(target),
+        "probabilities": {label: round(float(p), 6) for label, p in zip(run.labels, probabilities)},
+        "tokens": [
+            {"token": t, "segment": int(s), "attention": a, "integrated_gradients": g}
+            for t, s, a, g in zip(
+                tokens, types[0].tolist(), scores["attention"], scores["integrated_gradients"]
+            )
+        ],
+        "words": merge_words(tokens, types[0].tolist(), scores),
+        "output_difference": gap,
+        "attribution_sum": float(per_token.sum()),
+        "convergence_delta": float(delta.abs().sum()),
+        "steps": steps,
+    }
