@@ -163,6 +163,16 @@ def _run_explain(config: ExplainConfig) -> int:
 
     config.validate()
     result = load(config.run_dir, config.device).explain(config.text, config.pair, config.steps)
+    if config.output:
+        from pathlib import Path
+
+        from .explain import render_html, render_png
+        from .files import write_text
+
+        page = Path(config.output)
+        write_text(page, render_html(result))
+        render_png(result, page.with_suffix(".png"))
+        sys.stderr.write(f"wrote {page} and {page.with_suffix('.png')}\n")
     if config.json:
         sys.stdout.write(json.dumps(result, ensure_ascii=False) + "\n")
         return 0

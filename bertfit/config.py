@@ -250,6 +250,9 @@ class ExplainConfig:
     text: str = _f(None, "the text to explain", required=True)
     pair: str | None = _f(None, "the second text, for a pair task")
     steps: int = _f(50, "integrated-gradients steps (more: closer to exact, slower)")
+    output: str | None = _f(
+        None, "write a self-contained HTML page here (and a PNG beside it, same name, .png)"
+    )
     json: bool = _f(False, "print the tokens, words and scores as one JSON object")
     device: str = _f("auto", "auto, cpu, cuda or cuda:N")
 
@@ -257,6 +260,8 @@ class ExplainConfig:
         problems = []
         if self.steps < 2:
             problems.append(f"--steps must be at least 2, got {self.steps}")
+        if self.output is not None and not self.output.lower().endswith((".html", ".htm")):
+            problems.append(f"--output must end in .html, got {self.output!r}")
         _raise_if(problems)
         return self
 
