@@ -24,6 +24,7 @@ from .config import (
     ExplainConfig,
     PredictConfig,
     QuickstartConfig,
+    ReportConfig,
     SearchConfig,
     SimilarityConfig,
     TasksConfig,
@@ -195,6 +196,18 @@ def _run_explain(config: ExplainConfig) -> int:
     return 0
 
 
+def _run_report(config: ReportConfig) -> int:
+    from pathlib import Path
+
+    from .errors import ModelError
+    from .report import build_report
+
+    if not (Path(config.run_dir) / "bertfit.json").is_file():
+        raise ModelError(f"{config.run_dir}: not a bertfit run directory (no bertfit.json)")
+    sys.stdout.write(f"{build_report(config.run_dir)}\n")
+    return 0
+
+
 # The command table: name -> (config class, runner). One test checks it stays in sync.
 COMMANDS: dict[str, tuple[type, Callable[[typing.Any], int]]] = {
     "train": (TrainConfig, _run_train),
@@ -207,6 +220,7 @@ COMMANDS: dict[str, tuple[type, Callable[[typing.Any], int]]] = {
     "similarity": (SimilarityConfig, _run_similarity),
     "search": (SearchConfig, _run_search),
     "explain": (ExplainConfig, _run_explain),
+    "report": (ReportConfig, _run_report),
 }
 
 

@@ -243,6 +243,16 @@ class EvaluateConfig:
 
 
 @dataclass
+class ReportConfig:
+    """Rebuild a run's report.html (curves, confusion matrix, calibration, worst mistakes)."""
+
+    run_dir: str = _f(None, "run directory written by 'bertfit train'", positional=True)
+
+    def validate(self) -> ReportConfig:
+        return self
+
+
+@dataclass
 class ExplainConfig:
     """Why a classifier decided: word scores by [CLS] attention and by integrated gradients."""
 

@@ -67,6 +67,8 @@ from .runtime import autocast, pick_device, pick_precision, set_threads
 
 log = logging.getLogger("bertfit")
 METRICS = "metrics.jsonl"
+STEPS = "steps.jsonl"  # loss and learning rate every few optimizer steps, for the report
+DEV_PREDICTIONS = "dev_predictions.jsonl"
 
 
 @dataclass
@@ -219,17 +221,24 @@ def train(config: TrainConfig) -> Run:
         dtype,
         tokenizer.pad_token_id,
     )
-    summary["dev_ci"] = score_best(dev_set)["ci"]
+    best_dev = score_best(dev_set)
+    summary["dev_ci"] = best_dev.pop("ci")
+    if problem == SINGLE:
+        _write_dev_predictions(output, dev_examples, best_dev.pop("probabilities"), labels)
     if data.test is not None:
         test = score_best(_prepare(tokenizer, data.test, labels, problem, config))
         summary["test_ci"] = test.pop("ci")
+        test.pop("probabilities", None)
         summary["test"], summary["test_split"] = test, data.test_name
         log.info(
             f"{data.test_name} ({len(data.test)} examples): {config.metric} "
             f"{summary['test'][config.metric]:.4f}"
         )
     write_model_card(output, summary)
-    write_json(output / RESULTS, summary)  # last: its presence marks a finished run
+    write_json(output / RESULTS, summary)  # its presence marks a finished run
+    from .report import build_report
+
+    build_report(output)
     log.info(
         f"done: best dev {config.metric} {summary['dev'][config.metric]:.4f} (epoch {summary['best_epoch']}); run in {output}"
     )
@@ -478,6 +487,22 @@ def _prepare(
     return Split(examples, packed, label_targets(examples.labels, labels, LABEL_KIND[problem]))
 
 
+def _write_dev_predictions(output: Path, examples: Examples, probabilities, labels) -> None:
+    """One line per dev example: text, gold label, prediction, probabilities (for the report)."""
+    from .files import atomic_open
+
+    with atomic_open(output / DEV_PREDICTIONS, "w", encoding="utf-8") as handle:
+        for i, row in enumerate(probabilities):
+            record = {
+                "text": examples.texts[i],
+                "pair": None if examples.pairs is None else examples.pairs[i],
+                "label": examples.labels[i],
+                "predicted": labels[int(row.argmax())],
+                "probabilities": [round(float(p), 6) for p in row],
+            }
+            handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+
+
 def _score_saved_model(
     output: Path, kind: str, split: Split, labels, problem, thresholds, device, dtype, pad_id
 ) -> dict:
@@ -487,7 +512,12 @@ def _score_saved_model(
     model, _ = load_classifier(output, kind)
     logits = compute_logits(model.to(device), split.packed, pad_id, 64, device, dtype)
     cut = None if thresholds is None else [thresholds[label] for label in labels]
-    return with_intervals(problem, split.label_ids, logits, labels, cut)
+    metrics = with_intervals(problem, split.label_ids, logits, labels, cut)
+    if problem == SINGLE:
+        from .predict import softmax
+
+        metrics["probabilities"] = softmax(logits)
+    return metrics
 
 
 def fit(
@@ -521,6 +551,8 @@ def fit(
         "dev": {},
     }
     train_seconds, train_seen = 0.0, 0
+    steps_log: list[dict] = []
+    log_every = max(1, total_steps // 200)
 
     def evaluate_and_keep(epoch: int, epoch_stats: dict) -> None:
         dev_logits = compute_logits(
@@ -583,6 +615,16 @@ def fit(
                 optimizer_step(model, optimizer, scaler, config.max_grad_norm)
                 scheduler.step()
                 state["step"] += 1
+                if state["step"] % log_every == 0:  # about 200 points per run for the report
+                    steps_log.append(
+                        {
+                            "step": state["step"],
+                            "epoch": epoch,
+                            "loss": round(float(loss.item()), 5),
+                            "lr": scheduler.get_last_lr()[-1],
+                            "examples_per_second": round(seen / (time.perf_counter() - started), 2),
+                        }
+                    )
             loss_sum += loss.item() * len(
                 indices
             )  # .item() syncs; once per batch is cheap next to the step
@@ -605,6 +647,9 @@ def fit(
                 started += time.perf_counter() - pause  # evaluation time is not training time
                 model.train()
         bar.close()
+        for record in steps_log:
+            append_jsonl(output / STEPS, record)
+        steps_log.clear()
         elapsed = time.perf_counter() - started
         train_seconds += elapsed
         train_seen += seen

@@ -76,3 +76,52 @@ def test_explain_output_must_be_html(single_run, tmp_path, capsys):  # noqa: F81
     out = tmp_path / "why.txt"
     assert main(["explain", str(single_run["dir"]), "--text", "x", "--output", str(out)]) == 2
     assert "--output must end in .html" in capsys.readouterr().err and not out.exists()
+
+
+def test_run_report_has_every_part_and_renders(single_run, tmp_path):  # noqa: F811
+    from playwright.sync_api import sync_playwright
+
+    run = single_run["dir"]
+    for name in (
+        "report.html",
+        "loss.png",
+        "learning_rate.png",
+        "throughput.png",
+        "metrics.png",
+        "confusion.png",
+        "calibration.png",
+        "dev_predictions.jsonl",
+        "steps.jsonl",
+    ):
+        assert (run / name).is_file(), name
+    (run / "report.html").unlink()
+    assert main(["report", str(run)]) == 0  # rebuilt from the run's own files
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        page = browser.new_page()
+        errors: list[str] = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        page.goto((run / "report.html").resolve().as_uri())
+        sections = page.locator("h2").all_inner_texts()
+        loaded = page.locator("img").evaluate_all(
+            "els => els.map(e => e.complete && e.naturalWidth > 0)"
+        )
+        per_class = page.locator("#per-class + table tr").count()
+        shot = page.screenshot(full_page=True)
+        browser.close()
+    assert errors == [] and len(loaded) == 6 and all(loaded)
+    assert any("Per class" in s for s in sections) and any(
+        "confidently wrong" in s for s in sections
+    )
+    assert per_class == 3  # header + neg + pos
+    assert not_blank(shot)
+
+
+def test_calibration_error_on_exact_numbers():
+    from bertfit.report import expected_calibration_error
+
+    # bin 0.9-1.0: confidence 0.95, all right -> gap 0.05; bin 0.6-0.7: 0.65, half right -> 0.15
+    ece, table = expected_calibration_error([0.95, 0.95, 0.65, 0.65], [1, 1, 1, 0])
+    assert ece == pytest.approx(0.5 * 0.05 + 0.5 * 0.15)
+    assert [b["n"] for b in table] == [2, 2]
