@@ -18,6 +18,7 @@ from collections.abc import Callable
 
 from . import __version__
 from .config import (
+    CompareConfig,
     DataConfig,
     EmbedConfig,
     EvaluateConfig,
@@ -208,6 +209,22 @@ def _run_report(config: ReportConfig) -> int:
     return 0
 
 
+def _run_compare(config: CompareConfig) -> int:
+    from .report import compare_runs
+
+    out = compare_runs(config)
+    if config.json:
+        sys.stdout.write(json.dumps(out) + "\n")
+        return 0
+    for test in out.get("paired", []):
+        sys.stdout.write(
+            f"{test['a']} minus {test['b']}: {test['metric']} {test['difference']:+.4f} "
+            f"(95% CI {test['ci'][0]:+.4f} to {test['ci'][1]:+.4f}), p = {test['p_value']:.4f}, n = {test['n']}\n"
+        )
+    sys.stdout.write(f"wrote {out['page']}\n")
+    return 0
+
+
 # The command table: name -> (config class, runner). One test checks it stays in sync.
 COMMANDS: dict[str, tuple[type, Callable[[typing.Any], int]]] = {
     "train": (TrainConfig, _run_train),
@@ -221,6 +238,7 @@ COMMANDS: dict[str, tuple[type, Callable[[typing.Any], int]]] = {
     "search": (SearchConfig, _run_search),
     "explain": (ExplainConfig, _run_explain),
     "report": (ReportConfig, _run_report),
+    "compare": (CompareConfig, _run_compare),
 }
 
 
@@ -254,10 +272,14 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
             and "[default" not in help_text
         ):
             help_text += f" (default: {field.default})"
+        many = typing.get_origin(kind) is list  # list[str]: one or more values
+        if many:
+            kind = typing.get_args(kind)[0]
         if meta.get("positional"):
             parser.add_argument(
                 field.name,
                 type=kind,
+                nargs="+" if many else None,
                 choices=choices,
                 metavar=field.name,
                 help=help_text + (f" ({', '.join(choices)})" if choices else ""),

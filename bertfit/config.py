@@ -243,6 +243,33 @@ class EvaluateConfig:
 
 
 @dataclass
+class CompareConfig:
+    """Compare runs on one page: curves and metrics side by side, and a paired bootstrap test."""
+
+    runs: list[str] = _f(None, "two or more run directories", positional=True)
+    data: str | None = _f(
+        None, "labelled file to score every run on, for the paired test (or use --task)"
+    )
+    task: str | None = _f(None, "a named corpus's split to score every run on")
+    split: str | None = _f(None, "the task's split [default: its dev split]")
+    data_dir: str | None = _f(None, "folder searched first for the task's files")
+    output: str = _f("compare.html", "the page to write (PNGs go beside it)")
+    json: bool = _f(False, "print the comparison as JSON")
+    device: str = _f("auto", "auto, cpu, cuda or cuda:N")
+
+    def validate(self) -> CompareConfig:
+        problems = []
+        if not self.runs or len(self.runs) < 2:
+            problems.append("give at least two run directories")
+        if self.data is not None and self.task is not None:
+            problems.append("give --data or --task, not both")
+        if not self.output.lower().endswith((".html", ".htm")):
+            problems.append(f"--output must end in .html, got {self.output!r}")
+        _raise_if(problems)
+        return self
+
+
+@dataclass
 class ReportConfig:
     """Rebuild a run's report.html (curves, confusion matrix, calibration, worst mistakes)."""
 

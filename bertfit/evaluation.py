@@ -214,6 +214,30 @@ def bootstrap_intervals(
     }
 
 
+def paired_bootstrap(
+    score_a, score_b, n: int, metric: str, resamples: int = 1000, seed: int = 0
+) -> dict:
+    """Is run A better than run B on the same examples? Paired percentile bootstrap.
+
+    Both are scored on the same resampled examples each time; the two-sided p-value is twice
+    the smaller share of resampled differences on either side of zero.
+    """
+    rng = np.random.default_rng(seed)
+    everything = np.arange(n)
+    diffs = np.empty(resamples)
+    for r in range(resamples):
+        i = rng.integers(0, n, size=n)
+        diffs[r] = score_a(i)[metric] - score_b(i)[metric]
+    p = min(1.0, 2 * min(float((diffs <= 0).mean()), float((diffs >= 0).mean())))
+    return {
+        "metric": metric,
+        "difference": float(score_a(everything)[metric] - score_b(everything)[metric]),
+        "ci": [float(np.quantile(diffs, 0.025)), float(np.quantile(diffs, 0.975))],
+        "p_value": p,
+        "n": n,
+    }
+
+
 def with_intervals(
     problem: str, targets, logits: np.ndarray, labels, thresholds=None, **kw
 ) -> dict:

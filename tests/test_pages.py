@@ -7,6 +7,7 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from bertfit.cli import main
@@ -125,3 +126,63 @@ def test_calibration_error_on_exact_numbers():
     ece, table = expected_calibration_error([0.95, 0.95, 0.65, 0.65], [1, 1, 1, 0])
     assert ece == pytest.approx(0.5 * 0.05 + 0.5 * 0.15)
     assert [b["n"] for b in table] == [2, 2]
+
+
+def test_compare_two_runs_page_and_paired_test(single_run, tiny_bert, tmp_path, capsys):  # noqa: F811
+    from playwright.sync_api import sync_playwright
+
+    from tests.test_cli import FAST
+
+    train = single_run["root"] / "train.csv"
+    other = tmp_path / "other"
+    args = [
+        "train",
+        "--train",
+        str(train),
+        "--dev",
+        str(single_run["dev"]),
+        "--model",
+        str(tiny_bert),
+    ]
+    assert main([*args, "--output", str(other), *FAST[:-1], "7", "--epochs", "1"]) == 0
+    page = tmp_path / "cmp.html"
+    capsys.readouterr()
+    runs = [str(single_run["dir"]), str(other)]
+    assert (
+        main(["compare", *runs, "--data", str(single_run["dev"]), "--output", str(page), "--json"])
+        == 0
+    )
+    out = json.loads(capsys.readouterr().out)
+    (test,) = out["paired"]
+    assert (
+        test["n"] == 100
+        and 0 <= test["p_value"] <= 1
+        and test["ci"][0] <= test["difference"] <= test["ci"][1]
+    )
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        view = browser.new_page()
+        errors: list[str] = []
+        view.on("pageerror", lambda e: errors.append(str(e)))
+        view.goto(page.resolve().as_uri())
+        loaded = view.locator("img").evaluate_all(
+            "els => els.map(e => e.complete && e.naturalWidth > 0)"
+        )
+        paired_rows = view.locator("#paired + table tr").count()
+        browser.close()
+    assert errors == [] and loaded == [True, True] and paired_rows == 2
+    assert main(["compare", runs[0], "--output", str(page)]) == 2
+
+
+def test_paired_bootstrap_on_known_cases():
+    from bertfit.evaluation import classification_metrics, paired_bootstrap
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 400)
+    good = np.where(rng.random(400) < 0.9, y, 1 - y)
+    bad = np.where(rng.random(400) < 0.6, y, 1 - y)
+    score = lambda pred: lambda i: classification_metrics(y[i], pred[i], ["a", "b"])  # noqa: E731
+    same = paired_bootstrap(score(good), score(good), 400, "accuracy", resamples=200)
+    assert same["difference"] == 0 and same["p_value"] == 1.0
+    better = paired_bootstrap(score(good), score(bad), 400, "accuracy", resamples=200)
+    assert better["difference"] > 0.2 and better["p_value"] < 0.01
