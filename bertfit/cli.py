@@ -161,16 +161,48 @@ def _run_search(config: SearchConfig) -> int:
 
 
 def _run_explain(config: ExplainConfig) -> int:
+    from pathlib import Path
+
+    from .explain import render_html, render_png
+    from .files import write_text
     from .predict import load
 
     config.validate()
-    result = load(config.run_dir, config.device).explain(config.text, config.pair, config.steps)
+    run = load(config.run_dir, config.device)
+    if config.input is not None:
+        from .commands import _columns
+        from .data import read_examples
+
+        columns = _columns(run, None, None, None)
+        examples = read_examples(config.input, columns, with_labels=False)
+        folder = Path(config.output) if config.output else None
+        links = []
+        for i, text in enumerate(examples.texts):
+            pair = None if examples.pairs is None else examples.pairs[i]
+            result = run.explain(text, pair, config.steps)
+            if config.json:
+                sys.stdout.write(json.dumps(result, ensure_ascii=False) + "\n")
+            if folder is not None:
+                name = f"{i + 1:05d}"
+                write_text(folder / f"{name}.html", render_html(result))
+                render_png(result, folder / f"{name}.png")
+                links.append((name, result["label"], text))
+        if folder is not None:
+            from html import escape
+
+            items = "".join(
+                f'<li><a href="{n}.html">{escape(str(label))}</a>: {escape(t)}</li>'
+                for n, label, t in links
+            )
+            write_text(
+                folder / "index.html",
+                f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>bertfit '
+                f"explanations</title></head><body><h1>{len(links)} explanations</h1><ol>{items}</ol></body></html>\n",
+            )
+            sys.stderr.write(f"wrote {len(links)} explanations to {folder}\n")
+        return 0
+    result = run.explain(config.text, config.pair, config.steps)
     if config.output:
-        from pathlib import Path
-
-        from .explain import render_html, render_png
-        from .files import write_text
-
         page = Path(config.output)
         write_text(page, render_html(result))
         render_png(result, page.with_suffix(".png"))

@@ -140,6 +140,10 @@ class TrainConfig:
     )
     overwrite: bool = _f(False, "replace an existing non-empty output directory")
     progress: bool = _f(True, "show a progress bar")
+    tensorboard: bool = _f(
+        False,
+        "also log loss, learning rate, throughput and metrics for TensorBoard (RUN/tensorboard)",
+    )
 
     def validate(self) -> TrainConfig:
         problems = _problems_common(self)
@@ -284,11 +288,15 @@ class ExplainConfig:
     """Why a classifier decided: word scores by [CLS] attention and by integrated gradients."""
 
     run_dir: str = _f(None, "run directory written by 'bertfit train'", positional=True)
-    text: str = _f(None, "the text to explain", required=True)
+    text: str | None = _f(None, "the text to explain")
     pair: str | None = _f(None, "the second text, for a pair task")
+    input: str | None = _f(
+        None, "explain every row of this file instead (.csv/.tsv/.jsonl); --output is then a folder"
+    )
     steps: int = _f(50, "integrated-gradients steps (more: closer to exact, slower)")
     output: str | None = _f(
-        None, "write a self-contained HTML page here (and a PNG beside it, same name, .png)"
+        None,
+        "write a self-contained HTML page here (and a PNG beside it, same name, .png); with --input, a folder for one page per row and index.html",
     )
     json: bool = _f(False, "print the tokens, words and scores as one JSON object")
     device: str = _f("auto", "auto, cpu, cuda or cuda:N")
@@ -297,7 +305,14 @@ class ExplainConfig:
         problems = []
         if self.steps < 2:
             problems.append(f"--steps must be at least 2, got {self.steps}")
-        if self.output is not None and not self.output.lower().endswith((".html", ".htm")):
+        if (self.text is None) == (self.input is None):
+            problems.append("give exactly one of --text or --input")
+        if self.input is not None and self.output is None and not self.json:
+            problems.append("--input needs --output DIR (or --json)")
+        if self.pair is not None and self.text is None:
+            problems.append("--pair goes with --text")
+        single = self.text is not None and self.output is not None
+        if single and not self.output.lower().endswith((".html", ".htm")):
             problems.append(f"--output must end in .html, got {self.output!r}")
         _raise_if(problems)
         return self

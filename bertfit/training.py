@@ -155,6 +155,8 @@ def train(config: TrainConfig) -> Run:
     """
     config.validate()
     _ensure_logging()
+    if config.tensorboard:
+        _tensorboard_writer_class()  # a missing package stops the run before anything is written
     output = Path(config.output)
     _check_output_dir(output, config.overwrite)
     set_threads(config.threads)
@@ -553,6 +555,7 @@ def fit(
     train_seconds, train_seen = 0.0, 0
     steps_log: list[dict] = []
     log_every = max(1, total_steps // 200)
+    board = open_tensorboard(output) if config.tensorboard else None
 
     def evaluate_and_keep(epoch: int, epoch_stats: dict) -> None:
         dev_logits = compute_logits(
@@ -570,6 +573,12 @@ def fit(
             "time": round(time.time(), 3),
         }
         append_jsonl(output / METRICS, record)
+        if board is not None:
+            for name, value in {
+                **epoch_stats,
+                **{f"dev/{k}": v for k, v in record["dev"].items()},
+            }.items():
+                board.add_scalar(name if "/" in name else f"train/{name}", value, state["step"])
         score = state["last_dev"] = dev[config.metric]
         if score > state["best"]:
             state.update(
@@ -649,6 +658,9 @@ def fit(
         bar.close()
         for record in steps_log:
             append_jsonl(output / STEPS, record)
+            if board is not None:
+                for name in ("loss", "lr", "examples_per_second"):
+                    board.add_scalar(f"step/{name}", record[name], record["step"])
         steps_log.clear()
         elapsed = time.perf_counter() - started
         train_seconds += elapsed
@@ -669,6 +681,8 @@ def fit(
         ):
             log.info(f"early stopping: no dev improvement in {state['bad_evals']} evaluations")
             break
+    if board is not None:
+        board.close()
     summary = {
         "version": __version__,
         "metric": config.metric,
@@ -685,6 +699,21 @@ def fit(
         cut = state.get("thresholds") or [0.5] * len(labels)
         summary["thresholds"] = {label: float(t) for label, t in zip(labels, cut)}
     return summary
+
+
+def _tensorboard_writer_class():
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise ConfigError(
+            "--tensorboard needs the tensorboard package: pip install tensorboard"
+        ) from None
+    return SummaryWriter
+
+
+def open_tensorboard(output: Path):
+    """A TensorBoard writer into ``output/tensorboard`` (the same scalars as the report)."""
+    return _tensorboard_writer_class()(str(output / "tensorboard"))
 
 
 def _train_stats(problem: str, loss_sum: float, correct: int, seen: int) -> dict:

@@ -51,3 +51,22 @@ def test_explain_command(single_run, capsys):  # noqa: F811
     assert out.startswith("label: ") and "integrated gradients sum to" in out
     assert main([*args, "--pair", "x"]) == 2
     assert "single texts" in capsys.readouterr().err
+
+
+def test_explain_many_rows_into_a_folder(single_run, tmp_path, capsys):  # noqa: F811
+    from tests.conftest import write_rows
+
+    rows = write_rows(tmp_path / "in.tsv", [{"text": "great scene"}, {"text": "a long plot"}])
+    out = tmp_path / "why"
+    args = ["explain", str(single_run["dir"]), "--input", str(rows), "--steps", "8"]
+    assert main([*args, "--output", str(out)]) == 0
+    assert sorted(p.name for p in out.iterdir()) == [
+        "00001.html",
+        "00001.png",
+        "00002.html",
+        "00002.png",
+        "index.html",
+    ]
+    assert 'href="00002.html"' in (out / "index.html").read_text()
+    assert main(args) == 2  # a folder or --json is needed
+    assert "--input needs --output DIR" in capsys.readouterr().err

@@ -225,3 +225,19 @@ def test_flag_combinations_are_checked(tmp_path, capsys):
         err = capsys.readouterr().err
         assert code == 2 and message in err and err.count("\n") == 1, (extra, err)
         assert not (tmp_path / "o").exists()
+
+
+def test_tensorboard_gets_the_report_scalars(tiny_bert, tmp_path, cache_env):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from tests.conftest import marker_rows
+
+    train = write_rows(tmp_path / "train.csv", marker_rows(200, seed=1))
+    out = tmp_path / "run"
+    args = ["train", "--train", str(train), "--model", str(tiny_bert), "--output", str(out)]
+    assert main([*args, "--tensorboard", *FAST]) == 0
+    events = EventAccumulator(str(out / "tensorboard"))
+    events.Reload()
+    tags = set(events.Tags()["scalars"])
+    assert {"step/loss", "step/lr", "train/train_loss", "dev/accuracy"} <= tags
+    assert len(events.Scalars("dev/accuracy")) == 4  # one per epoch
