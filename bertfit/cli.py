@@ -170,10 +170,10 @@ def _run_explain(config: ExplainConfig) -> int:
     config.validate()
     run = load(config.run_dir, config.device)
     if config.input is not None:
-        from .commands import _columns
+        from .commands import trained_columns
         from .data import read_examples
 
-        columns = _columns(run, None, None, None)
+        columns = trained_columns(run, None, None, None)
         examples = read_examples(config.input, columns, with_labels=False)
         folder = Path(config.output) if config.output else None
         links = []

@@ -29,7 +29,8 @@ log = logging.getLogger("bertfit")
 SAMPLES = Path(__file__).parent / "samples"
 
 
-def _columns(run: Run, text: str | None, pair: str | None, label: str | None) -> Columns:
+def trained_columns(run: Run, text: str | None, pair: str | None, label: str | None) -> Columns:
+    """The columns given, else those the run was trained with."""
     trained = run.meta["columns"]
     return Columns(text or trained["text"], pair or trained["pair"], label or trained["label"])
 
@@ -44,7 +45,7 @@ def evaluate(config: EvaluateConfig, run: Run | None = None) -> dict:
     if run is None and (config.objective == "cosine" or _is_embedding_run(config.run_dir)):
         return evaluate_similarity(config)
     run = run or load(config.run_dir, config.device)
-    examples = _evaluation_examples(config, run)
+    examples = evaluation_examples(config, run)
     if run.problem != REGRESSION:
         check_known_labels(examples, run.labels)
     logits = compute_logits(
@@ -108,10 +109,11 @@ def evaluate_similarity(config: EvaluateConfig) -> dict:
     return {**score(slice(None)), "n": len(gold), "ci": bootstrap_intervals(score, len(gold))}
 
 
-def _evaluation_examples(config: EvaluateConfig, run: Run) -> Examples:
+def evaluation_examples(config: EvaluateConfig, run: Run) -> Examples:
+    """The labelled examples ``config`` names (a file, or a task's split) in ``run``'s columns."""
     kind = {REGRESSION: "score", MULTI: "multi"}.get(run.problem, "single")
     if config.task is None:
-        columns = _columns(run, config.text_column, config.pair_column, config.label_column)
+        columns = trained_columns(run, config.text_column, config.pair_column, config.label_column)
         return read_examples(
             config.data,
             columns,
@@ -148,7 +150,7 @@ def predict(config: PredictConfig, run: Run | None = None) -> list[dict]:
         return run.predict(
             [config.text], None if config.pair is None else [config.pair], config.batch_size
         )
-    columns = _columns(run, config.text_column, config.pair_column, None)
+    columns = trained_columns(run, config.text_column, config.pair_column, None)
     examples = read_examples(config.input, columns, with_labels=False)
     logits = run.logits(examples.texts, examples.pairs, config.batch_size)
     records = run.records(logits)

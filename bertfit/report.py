@@ -200,7 +200,7 @@ best {escape(str(results.get("metric", "")))} at epoch {results.get("best_epoch"
 def compare_runs(config) -> dict:
     """Metrics of each run (from its results), and, given data, a paired test of each run
     against the first on the same examples; writes the comparison page."""
-    from .commands import _evaluation_examples
+    from .commands import evaluation_examples
     from .config import EvaluateConfig
     from .data import label_targets
     from .errors import ConfigError
@@ -227,7 +227,7 @@ def compare_runs(config) -> dict:
             split=config.split,
             data_dir=config.data_dir,
         )
-        examples = _evaluation_examples(evaluate, loaded[0])
+        examples = evaluation_examples(evaluate, loaded[0])
         kind = {"regression": "score"}.get(problem, "single")
         targets = label_targets(examples.labels, loaded[0].labels, kind)
         outputs = [r.logits(examples.texts, examples.pairs) for r in loaded]
