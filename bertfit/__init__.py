@@ -19,11 +19,11 @@ def train(config: TrainConfig):
     return _train(config)
 
 
-def load(run_dir, device: str = "auto"):
-    """Load a finished run directory for prediction."""
+def load(run_dir, device: str = "auto", checkpoint: str | None = None):
+    """Load a finished run directory for prediction (or one of its checkpoints: best, last, a step)."""
     from .predict import load as _load
 
-    return _load(run_dir, device)
+    return _load(run_dir, device, checkpoint)
 
 
 def load_embedder(model: str, device: str = "auto"):

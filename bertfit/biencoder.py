@@ -4,7 +4,8 @@
 - ``contrastive``: in-batch negatives (MultipleNegativesRanking): each text must pick its own
   positive among the batch's positives; rows whose positive (or text) repeats another row's are
   not used as negatives;
-- ``softmax``: SBERT's NLI objective, a classifier over (u, v, |u - v|), dropped after training.
+- ``softmax``: SBERT's NLI objective, a classifier over (u, v, |u - v|); saved beside the
+  encoder (for resuming) but not part of the embedder.
 
 The run directory is a Hugging Face encoder plus sentence-transformers' files, so
 ``SentenceTransformer(run_dir)`` and ``bertfit embed run_dir`` both load it.
@@ -13,22 +14,18 @@ The run directory is a Hugging Face encoder plus sentence-transformers' files, s
 from __future__ import annotations
 
 import logging
-import math
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from safetensors.torch import save_file
 from torch import nn
-from tqdm.auto import tqdm
 
 from .embed import Pooling, pool, write_sentence_transformers_files
 from .evaluation import classification_metrics, pearson, spearman
 from .fastbert import lean_hidden, supports_lean_encoder
-from .files import append_jsonl
-from .packing import Packed, collate, length_grouped_batches, sorted_batches
+from .packing import Packed, collate, sorted_batches
 from .runtime import autocast
 
 log = logging.getLogger("bertfit")
@@ -153,102 +150,42 @@ def dev_metrics(model: BiEncoder, dev: dict, objective: str, labels, pad_id, dev
     return classification_metrics(dev["y"], logits.argmax(-1).cpu().numpy(), labels)
 
 
-def fit_bi_encoder(
-    model: BiEncoder,
-    train: dict,
-    dev: dict,
-    objective: str,
-    labels: list[str],
-    config,
-    optimizer,
-    scheduler,
-    device,
-    dtype,
-    pad_id: int,
-    output: Path,
-    save_best,
-) -> dict:
-    """The loop for pairs: embed both sides, the objective's loss, step; evaluate each epoch."""
-    from .training import optimizer_step
+def bi_encoder_batch_loss(model: BiEncoder, train: dict, config, pad_id: int, device, dtype):
+    """The training loss of a batch of pairs: embed both sides, then the objective's loss."""
 
-    metric = {"cosine": "spearman", "contrastive": "recall_at_1", "softmax": "accuracy"}[objective]
-    scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
-    lengths = np.maximum(train["a"].lengths, train["b"].lengths)
-    best, best_epoch, step, seen_total, seconds = -math.inf, 0, 0, 0, 0.0
-    best_dev: dict = {}
-    model.train()
-    for epoch in range(1, config.epochs + 1):
-        batches = length_grouped_batches(
-            lengths, config.batch_size, config.seed + epoch, config.length_groups
-        )
-        bar = tqdm(
-            total=len(lengths),
-            desc=f"epoch {epoch}/{config.epochs}",
-            unit="pair",
-            disable=not config.progress,
-            file=sys.stderr,
-            leave=False,
-        )
-        loss_sum, seen, started = 0.0, 0, time.perf_counter()
-        for i, indices in enumerate(batches):
-            sides = [
-                {k: t.to(device) for k, t in collate(train[s], indices, pad_id).items()}
-                for s in "ab"
-            ]
-            with autocast(device, dtype):
-                u, v = model(**sides[0]), model(**sides[1])
-            y = torch.from_numpy(train["y"][indices]).to(device) if "y" in train else None
-            if objective == "cosine":
-                loss = cosine_loss(u, v, y)
-            elif objective == "contrastive":
-                ids = [torch.from_numpy(train[k][indices]).to(device) for k in ("a_ids", "b_ids")]
-                loss = contrastive_loss(u, v, *ids, config.scale, config.symmetric)
-            else:
-                loss = softmax_loss(model.head, u, v, y)
-            scaler.scale(loss / config.grad_accum).backward()
-            if (i + 1) % config.grad_accum == 0 or i + 1 == len(batches):
-                optimizer_step(model, optimizer, scaler, config.max_grad_norm)
-                scheduler.step()
-                step += 1
-            loss_sum += loss.item() * len(indices)
-            seen += len(indices)
-            bar.update(len(indices))
-            bar.set_postfix(loss=f"{loss_sum / seen:.4f}", refresh=False)
-        bar.close()
-        elapsed = time.perf_counter() - started
-        seconds, seen_total = seconds + elapsed, seen_total + seen
-        metrics = dev_metrics(model, dev, objective, labels, pad_id, device, dtype)
-        headline = {k: v for k, v in metrics.items() if isinstance(v, float)}
-        append_jsonl(
-            output / "metrics.jsonl",
-            {
-                "epoch": epoch,
-                "step": step,
-                "train_loss": loss_sum / seen,
-                "examples_per_second": seen / elapsed,
-                "dev": headline,
-                "time": round(time.time(), 3),
-            },
-        )
-        if metrics[metric] > best:
-            best, best_epoch, best_dev = metrics[metric], epoch, metrics
-            save_best()
-        log.info(
-            f"epoch {epoch}/{config.epochs}: loss {loss_sum / seen:.4f}, dev {metric} "
-            f"{metrics[metric]:.4f}, {seen / elapsed:.1f} pairs/s"
-        )
-    return {
-        "metric": metric,
-        "best_epoch": best_epoch,
-        "steps": step,
-        "dev": best_dev,
-        "train_seconds": round(seconds, 3),
-        "train_examples_per_second": round(seen_total / seconds, 2) if seconds else None,
-    }
+    def batch_loss(indices: list[int]) -> tuple[torch.Tensor, None]:
+        sides = [
+            {k: t.to(device) for k, t in collate(train[s], indices, pad_id).items()} for s in "ab"
+        ]
+        with autocast(device, dtype):
+            u, v = model(**sides[0]), model(**sides[1])
+        y = torch.from_numpy(train["y"][indices]).to(device) if "y" in train else None
+        if config.objective == "cosine":
+            return cosine_loss(u, v, y), None
+        if config.objective == "contrastive":
+            ids = [torch.from_numpy(train[k][indices]).to(device) for k in ("a_ids", "b_ids")]
+            return contrastive_loss(u, v, *ids, config.scale, config.symmetric), None
+        return softmax_loss(model.head, u, v, y), None
+
+    return batch_loss
+
+
+HEAD = "nli_head.safetensors"  # the softmax objective's head, kept in checkpoints only
+
+
+def load_bi_encoder_weights(model: BiEncoder, checkpoint: Path) -> None:
+    """Copy a checkpoint's encoder (and softmax head) into ``model``, exactly."""
+    from safetensors.torch import load_file
+
+    saved = load_bi_encoder(checkpoint, model.pooling, 0, 0)
+    model.bert.load_state_dict(saved.bert.state_dict())
+    if model.head is not None:
+        model.head.load_state_dict(load_file(checkpoint / HEAD))
 
 
 def save_bi_encoder(model: BiEncoder, tokenizer, directory: Path) -> None:
-    """The encoder, its tokenizer and sentence-transformers' files; the softmax head is dropped."""
+    """The encoder, its tokenizer and sentence-transformers' files (and the softmax objective's
+    head, which the embedder ignores, so that a checkpoint can resume)."""
     import os
     import shutil
     import tempfile
@@ -262,6 +199,10 @@ def save_bi_encoder(model: BiEncoder, tokenizer, directory: Path) -> None:
             model.bert.save_pretrained(str(staging), safe_serialization=True)
             tokenizer.hf.save_pretrained(str(staging))
         write_sentence_transformers_files(staging, model.pooling, model.bert.config.hidden_size)
+        if model.head is not None:  # not part of the sentence embedder, but a resume needs it
+            save_file(
+                {k: v.contiguous() for k, v in model.head.state_dict().items()}, staging / HEAD
+            )
         for item in sorted(staging.iterdir(), key=lambda p: p.suffix == ".safetensors"):
             target = directory / item.name
             if item.is_dir() and target.exists():

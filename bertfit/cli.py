@@ -1,7 +1,7 @@
 """The command line, generated from the typed configs in ``config.py``.
 
 This is the only module that prints errors and sets exit codes: a ``BertfitError`` becomes one
-line on stderr and exit code 2; ``--debug`` (or ``BERTFIT_DEBUG=1``) keeps the traceback.
+line on stderr and exit code 2 (1 for a run that failed, 130/143 for an interrupted one); ``--debug`` (or ``BERTFIT_DEBUG=1``) keeps the traceback.
 """
 
 from __future__ import annotations
@@ -168,7 +168,7 @@ def _run_explain(config: ExplainConfig) -> int:
     from .predict import load
 
     config.validate()
-    run = load(config.run_dir, config.device)
+    run = load(config.run_dir, config.device, config.checkpoint)
     if config.input is not None:
         from .commands import trained_columns
         from .data import read_examples
@@ -379,7 +379,7 @@ def main(argv: list[str] | None = None) -> int:
         if debug:
             raise
         sys.stderr.write(f"bertfit: error: {err}\n")
-        return 2
+        return err.exit_code
     except KeyboardInterrupt:
         sys.stderr.write("bertfit: interrupted\n")
         return 130

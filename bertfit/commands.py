@@ -44,7 +44,7 @@ def evaluate(config: EvaluateConfig, run: Run | None = None) -> dict:
     config.validate()
     if run is None and (config.objective == "cosine" or _is_embedding_run(config.run_dir)):
         return evaluate_similarity(config)
-    run = run or load(config.run_dir, config.device)
+    run = run or load(config.run_dir, config.device, config.checkpoint)
     examples = evaluation_examples(config, run)
     if run.problem != REGRESSION:
         check_known_labels(examples, run.labels)
@@ -141,7 +141,9 @@ def evaluation_examples(config: EvaluateConfig, run: Run) -> Examples:
 def predict(config: PredictConfig, run: Run | None = None) -> list[dict]:
     """Predictions for ``--text`` or every row of ``--input``; written to ``--output`` if given."""
     config.validate()
-    run = run or load(config.run_dir, config.device)
+    if config.output:
+        file_format(config.output)  # an unknown extension fails before the model is loaded
+    run = run or load(config.run_dir, config.device, config.checkpoint)
     if config.text is not None:
         if run.is_pair and config.pair is None:
             raise ConfigError(
@@ -236,6 +238,8 @@ def embed(config: EmbedConfig) -> np.ndarray:
     from .embed import read_sentences, save_vectors
 
     config.validate()
+    if not str(config.output).lower().endswith((".npy", ".parquet")):
+        raise ConfigError(f"--output {config.output}: use .npy or .parquet")
     texts = read_sentences(config.input, config.text_column)
     embedder = _embedder(config.model, config.device, config.max_length)
     vectors = embedder.encode(texts, config.batch_size, config.normalize, config.progress)

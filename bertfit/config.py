@@ -39,7 +39,7 @@ class TrainConfig:
     train: str | None = _f(
         None, "training file: .csv, .tsv or .jsonl, optionally .gz (or use --task)"
     )
-    output: str = _f(None, "run directory to write (model, metrics, results)", required=True)
+    output: str | None = _f(None, "run directory to write (model, metrics, checkpoints, results)")
     task: str | None = _f(
         None,
         "a named corpus instead of --train: snli, imdb, nsmc, sst2, mnli, ... (see 'bertfit tasks')",
@@ -91,7 +91,10 @@ class TrainConfig:
     skip_bad_rows: bool = _f(
         False, "drop rows with an empty text or missing label instead of stopping"
     )
-    max_length: int = _f(128, "maximum tokens per example, special tokens included")
+    max_length: int | None = _f(
+        None,
+        "maximum tokens per example, special tokens included [default: 128, or the model's limit when smaller]",
+    )
     truncation: Literal["longest-first", "proportional", "head-tail"] = _f(
         "longest-first", "how over-long inputs are cut"
     )
@@ -139,6 +142,24 @@ class TrainConfig:
         "where tokenised inputs and downloaded corpora are kept [default: $BERTFIT_CACHE or ~/.cache/bertfit]",
     )
     overwrite: bool = _f(False, "replace an existing non-empty output directory")
+    save_steps: int | None = _f(
+        None,
+        "also save a resumable checkpoint every N optimizer steps (one is always saved at each epoch end)",
+    )
+    save_total_limit: int = _f(
+        1, "keep the last N checkpoints (and the best one); older ones are deleted"
+    )
+    resume: str | None = _f(
+        None,
+        "continue a run from its last complete checkpoint: its run directory, or 'auto' to resume --output when it holds one (and start fresh when not)",
+    )
+    deterministic: bool = _f(
+        False,
+        "deterministic algorithms only: two CPU runs with the same seed give identical weights",
+    )
+    skip_nonfinite: bool = _f(
+        False, "skip a batch whose loss is NaN or infinite (with a warning) instead of stopping"
+    )
     progress: bool = _f(True, "show a progress bar")
     tensorboard: bool = _f(
         False,
@@ -155,6 +176,28 @@ class TrainConfig:
             problems.append(f"--grad-accum must be at least 1, got {self.grad_accum}")
         if self.dev_fraction is not None and not 0 < self.dev_fraction < 1:
             problems.append(f"--dev-fraction must be between 0 and 1, got {self.dev_fraction}")
+        if self.output is None:
+            problems.append("give --output DIR (or --resume RUN_DIR to continue a run)")
+        if self.eval_steps is not None and self.eval_steps < 1:
+            problems.append(f"--eval-steps must be at least 1, got {self.eval_steps}")
+        if self.early_stopping_patience is not None and self.early_stopping_patience < 1:
+            problems.append(
+                f"--early-stopping-patience must be at least 1, got {self.early_stopping_patience}"
+            )
+        if self.weight_decay < 0:
+            problems.append(f"--weight-decay must be 0 or more, got {self.weight_decay}")
+        if self.max_grad_norm < 0:
+            problems.append(f"--max-grad-norm must be 0 (off) or more, got {self.max_grad_norm}")
+        if self.threads is not None and self.threads < 1:
+            problems.append(f"--threads must be at least 1, got {self.threads}")
+        if not 0 <= self.seed < 2**32:
+            problems.append(f"--seed must be between 0 and 4294967295, got {self.seed}")
+        if self.save_steps is not None and self.save_steps < 1:
+            problems.append(f"--save-steps must be at least 1, got {self.save_steps}")
+        if self.save_total_limit < 1:
+            problems.append(f"--save-total-limit must be at least 1, got {self.save_total_limit}")
+        if self.resume is not None and self.overwrite:
+            problems.append("--resume continues a run and --overwrite replaces it; give one")
         if (self.train is None) == (self.task is None):
             problems.append("give exactly one of --train FILE or --task NAME")
         if self.task is not None and self.dev is not None:
@@ -177,7 +220,7 @@ class TrainConfig:
             problems.append("--tune-thresholds goes with --multi-label")
         if not self.label_separator:
             problems.append("--label-separator must not be empty")
-        if self.max_length < 8:
+        if self.max_length is not None and self.max_length < 8:
             problems.append(f"--max-length must be at least 8, got {self.max_length}")
         if self.lr is not None and self.lr <= 0:
             problems.append(f"--lr must be positive, got {self.lr}")
@@ -214,6 +257,10 @@ class EvaluateConfig:
         None,
         "run directory written by 'bertfit train', or with --objective cosine any encoder (default, a folder, a hub name)",
         positional=True,
+    )
+    checkpoint: str | None = _f(
+        None,
+        "use a checkpoint of the run instead of its final model: best, last or a step (works on an unfinished run)",
     )
     data: str | None = _f(None, "labelled file to score (or use --task)")
     objective: Literal["cosine"] | None = _f(
@@ -288,6 +335,10 @@ class ExplainConfig:
     """Why a classifier decided: word scores by [CLS] attention and by integrated gradients."""
 
     run_dir: str = _f(None, "run directory written by 'bertfit train'", positional=True)
+    checkpoint: str | None = _f(
+        None,
+        "use a checkpoint of the run instead of its final model: best, last or a step (works on an unfinished run)",
+    )
     text: str | None = _f(None, "the text to explain")
     pair: str | None = _f(None, "the second text, for a pair task")
     input: str | None = _f(
@@ -410,6 +461,10 @@ class PredictConfig:
     """Predict labels with a trained run: one text from the command line, or a whole file."""
 
     run_dir: str = _f(None, "run directory written by 'bertfit train'", positional=True)
+    checkpoint: str | None = _f(
+        None,
+        "use a checkpoint of the run instead of its final model: best, last or a step (works on an unfinished run)",
+    )
     text: str | None = _f(None, "one text to classify")
     pair: str | None = _f(None, "the second text, for a pair task, with --text")
     input: str | None = _f(None, "file of inputs (.csv/.tsv/.jsonl, .gz too)")

@@ -31,6 +31,7 @@ import hashlib
 import json
 import math
 import os
+import pickle
 import re
 import shutil
 import tempfile
@@ -308,6 +309,13 @@ class D2LTokenizer:
         self.cls_token_id = self.token_to_id["<cls>"]
         self.sep_token_id = self.token_to_id["<sep>"]
         self.mask_token_id: int | None = self.token_to_id.get("<mask>")
+        self.max_positions: int | None = None  # set from the checkpoint's max_len by its loader
+        self.limit_source = ""
+        # a special token typed inside a text is an unknown word: only packing places them
+        self._word_ids = dict(self.token_to_id)
+        for token in D2L_SPECIAL:
+            if token != "<unk>":
+                self._word_ids.pop(token, None)
 
     def __len__(self) -> int:
         return len(self.vocab)
@@ -322,8 +330,8 @@ class D2LTokenizer:
 
     def encode(self, text: str) -> list[int]:
         """Ids of one text, without special tokens."""
-        unk = self.unk_token_id
-        return [self.token_to_id.get(token, unk) for token in self.tokenize(text)]
+        unk, ids = self.unk_token_id, self._word_ids
+        return [ids.get(token, unk) for token in self.tokenize(text)]
 
     def encode_batch(self, texts: list[str]) -> list[list[int]]:
         """Ids of each text, without special tokens."""
@@ -334,7 +342,7 @@ class D2LTokenizer:
 
     def fingerprint(self) -> str:
         """sha256 of the tokenisation rule and vocabulary; stable across runs, for caching."""
-        payload = json.dumps(["d2l-word-lower-v1", self.vocab], ensure_ascii=False)
+        payload = json.dumps(["d2l-word-lower-v2", self.vocab], ensure_ascii=False)
         return hashlib.sha256(payload.encode("utf-8")).hexdigest()
 
     def save(self, directory: str | os.PathLike) -> None:
@@ -421,9 +429,20 @@ def _torch_load(path: Path, label: str) -> dict[str, torch.Tensor]:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise ModelError(f"{label}: file not found") from None
-    except Exception as exc:  # torch raises many kinds for a corrupt or non-weights pickle
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ModelError(f"{label}: cannot load PyTorch state dict ({first})") from None
+    except pickle.UnpicklingError as exc:
+        if "weights only" in str(exc).lower():
+            raise ModelError(
+                f"{label}: cannot load PyTorch state dict: it holds Python objects, not just "
+                "tensors; refusing to unpickle it"
+            ) from None
+        raise ModelError(
+            f"{label}: cannot load PyTorch state dict ({_first_line(exc)}); the file is damaged"
+        ) from None
+    except Exception as exc:  # torch raises many kinds for a corrupt or truncated file
+        raise ModelError(
+            f"{label}: cannot load PyTorch state dict ({_first_line(exc)}); the file is damaged "
+            "or truncated: download the checkpoint again"
+        ) from None
     if not isinstance(state, Mapping) or not all(
         isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()
     ):
@@ -432,6 +451,12 @@ def _torch_load(path: Path, label: str) -> dict[str, torch.Tensor]:
     if state and all(k.startswith("module.") for k in state):  # saved from nn.DataParallel
         state = {k[len("module.") :]: v for k, v in state.items()}
     return state
+
+
+def _first_line(exc: BaseException) -> str:
+    """The first line of an exception's message, without terminal colour codes."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).strip()
+    return text.splitlines()[0].strip() if text else type(exc).__name__
 
 
 def _infer_config(

@@ -6,6 +6,7 @@ TSV is read with quoting off, as GLUE's own loader does, so quotes inside texts 
 
 from __future__ import annotations
 
+import codecs
 import csv
 import gzip
 import io
@@ -13,6 +14,7 @@ import json
 import os
 import random
 import sys
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -101,19 +103,60 @@ def file_format(path: str | os.PathLike) -> str:
     return FORMATS[suffix]
 
 
-def read_text(path: str | os.PathLike) -> str:
-    """The whole file decoded as UTF-8 (a BOM is dropped); undecodable bytes name their line."""
+BYTE_ORDER_MARKS = (  # UTF-32 first: its little-endian mark starts with UTF-16's
+    (codecs.BOM_UTF32_LE, "UTF-32"),
+    (codecs.BOM_UTF32_BE, "UTF-32"),
+    (codecs.BOM_UTF16_LE, "UTF-16"),
+    (codecs.BOM_UTF16_BE, "UTF-16"),
+)
+
+
+def check_file(path: str | os.PathLike) -> Path:
+    """``path`` as a ``Path`` if it is an existing regular file, else a DataError saying what it is."""
     path = Path(path)
-    if not path.exists():
-        raise DataError(f"{path}: no such file")
     if path.is_dir():
         raise DataError(f"{path}: is a directory, expected a data file")
+    if not path.exists():
+        raise DataError(f"{path}: no such file")
+    if not path.is_file():
+        raise DataError(f"{path}: not a regular file, expected a data file")
+    return path
+
+
+def data_file_format(path: str | os.PathLike) -> str:
+    """csv, tsv or jsonl for an existing data file; a DataError for a folder, a missing file or an
+    unknown type (a missing file with an unknown extension is reported by its type)."""
+    path = Path(path)
+    if path.is_dir():
+        raise DataError(f"{path}: is a directory, expected a data file")
+    if not path.exists() and not Path(path.name.lower().removesuffix(".gz")).suffix:
+        raise DataError(f"{path}: no such file")
+    fmt = file_format(path)
+    check_file(path)
+    return fmt
+
+
+def split_lines(text: str) -> list[str]:
+    """Lines ended by \\n, \\r\\n or \\r only; ``str.splitlines`` would also cut at \\x0b, \\x1c,
+    \\x85 or U+2028, which may stand inside a JSON string or a text."""
+    return text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+
+
+def read_text(path: str | os.PathLike) -> str:
+    """The whole file decoded as UTF-8 (a BOM is dropped); undecodable bytes name their line."""
+    path = check_file(path)
     try:
         raw = path.read_bytes()
         if raw[:2] == b"\x1f\x8b":
             raw = gzip.decompress(raw)
-    except (OSError, EOFError) as err:
-        raise DataError(f"{path}: cannot read: {err}") from None
+    except (OSError, EOFError, zlib.error) as err:
+        raise DataError(f"{path}: cannot read: {' '.join(str(err).split())}") from None
+    for mark, encoding in BYTE_ORDER_MARKS:
+        if raw.startswith(mark):
+            raise DataError(
+                f"{path}: the file is {encoding} (it starts with a {encoding} byte-order mark); "
+                "save it as UTF-8"
+            )
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as err:
@@ -124,7 +167,10 @@ def read_text(path: str | os.PathLike) -> str:
         ) from None
     if "\x00" in text:
         line = text[: text.index("\x00")].count("\n") + 1
-        raise DataError(f"{path}:{line}: NUL byte in the file; is it really a text file?")
+        hint = "is it really a text file?"
+        if raw.count(b"\x00") * 3 >= len(raw):  # every other byte: UTF-16 without a BOM
+            hint = "it looks like UTF-16; save it as UTF-8"
+        raise DataError(f"{path}:{line}: NUL byte in the file; {hint}")
     if not text.strip():
         raise DataError(f"{path}: empty file")
     return text
@@ -137,7 +183,7 @@ def iter_records(
 
     With ``skip_bad_rows`` a row of the wrong width comes back as the string ``WRONG_WIDTH``.
     """
-    fmt = file_format(path)
+    fmt = data_file_format(path)
     text = read_text(path)
     if fmt == "jsonl":
         return None, _jsonl_records(path, text)
@@ -153,20 +199,38 @@ def iter_records(
 
 
 def _jsonl_records(path, text: str) -> Iterator:
-    for number, line in enumerate(text.splitlines(), 1):
+    first = True
+    for number, line in enumerate(split_lines(text), 1):
         if not line.strip():
             continue
         try:
             record = json.loads(line)
         except json.JSONDecodeError as err:
+            if first and line.lstrip().startswith("["):
+                raise DataError(
+                    f"{path}:{number}: a JSON array, not JSON Lines; write one JSON object per line"
+                ) from None
             raise DataError(
                 f"{path}:{number}: invalid JSON ({err.msg}, column {err.colno})"
             ) from None
+        except (ValueError, RecursionError) as err:  # a 5,000-digit number, deep nesting
+            reason = " ".join(str(err).split()) or type(err).__name__
+            raise DataError(f"{path}:{number}: invalid JSON ({reason})") from None
+        first = False
         if not isinstance(record, dict):
             raise DataError(
-                f"{path}:{number}: expected a JSON object per line, found {type(record).__name__}"
+                f"{path}:{number}: expected a JSON object per line, found {_json_type(record)}"
             )
         yield number, record
+
+
+def _json_type(value) -> str:
+    """The JSON name of a parsed value's type, for messages."""
+    if isinstance(value, bool):
+        return "true/false"
+    return {dict: "an object", list: "an array", str: "a string", type(None): "null"}.get(
+        type(value), "a number"
+    )
 
 
 WRONG_WIDTH = "wrong number of fields"
@@ -174,14 +238,22 @@ WRONG_WIDTH = "wrong number of fields"
 
 def _csv_records(path, reader, header: list[str] | None, skip_bad_rows: bool = False) -> Iterator:
     width = len(header) if header else None
+    end = reader.line_num
     try:
         for row in reader:
-            if not row or (len(row) == 1 and not row[0].strip()):
-                continue  # blank line
+            start, end = end + 1, reader.line_num  # a quoted field may span lines
+            if not row or (len(row) == 1 and not row[0].strip() and width != 1):
+                continue  # a blank line; in a one-column file "" is an empty text, not a blank
             if width is not None and len(row) != width:
                 if skip_bad_rows:
                     yield reader.line_num, WRONG_WIDTH
                     continue
+                if end > start:
+                    raise DataError(
+                        f"{path}:{start}: expected {width} fields as in the header, found "
+                        f"{len(row)} in a row running from line {start} to {end}; is a quote "
+                        f"on line {start} left open?"
+                    )
                 raise DataError(
                     f"{path}:{reader.line_num}: expected {width} fields as in the header, found {len(row)}"
                 )
@@ -217,9 +289,11 @@ def _get(record, key, path, line: int, flag: str):
     return record[key]
 
 
-def _as_text(value) -> str | None:
+def _as_text(value, path=None, line: int = 0, flag: str = "--text-column") -> str | None:
     if value is MISSING or value is None:
         return None
+    if isinstance(value, (list, dict)):
+        raise DataError(f"{path}:{line}: {flag} holds {_json_type(value)}, expected a string")
     text = str(value)
     return text if text.strip() else None
 
@@ -246,6 +320,15 @@ def _parse_label(value, kind: str, separator: str, path, line: int):
         if value is MISSING or value is None or isinstance(value, dict):
             return None
         return [part.strip() for part in str(value).split(separator) if part.strip()]
+    if isinstance(value, (list, dict)):
+        raise DataError(
+            f"{path}:{line}: the label is {_json_type(value)}; expected "
+            + (
+                "a number"
+                if kind == "score"
+                else "a string or a number (several labels per row need --multi-label)"
+            )
+        )
     label = _as_label(value)
     if kind == "score" and label is not None:
         try:
@@ -283,7 +366,7 @@ def read_examples(
     """
     header, records = iter_records(
         path,
-        has_header=not columns.numeric() and file_format(path) != "jsonl",
+        has_header=not columns.numeric() and data_file_format(path) != "jsonl",
         skip_bad_rows=skip_bad_rows,
     )
     text_key = _column_index(path, header, columns.text, "--text-column")
@@ -296,6 +379,8 @@ def read_examples(
     where_key = None if where is None else _column_index(path, header, where[0], "split column")
     texts, pairs, labels, lines, bad = [], [], [], [], []
     dropped: dict[str, int] = {}
+    rows_seen = 0
+    label_types: dict[str, tuple[int, object]] = {}  # "number"/"name" -> first (line, value)
 
     def drop(reason: str, line: int) -> None:
         dropped[reason] = dropped.get(reason, 0) + 1
@@ -305,6 +390,7 @@ def read_examples(
     for line, record in records:
         if limit is not None and len(texts) >= limit:
             break
+        rows_seen += 1
         if record is WRONG_WIDTH:
             drop(WRONG_WIDTH, line)
             continue
@@ -313,16 +399,20 @@ def read_examples(
             and _get(record, where_key, path, line, "split column") != where[1]
         ):
             continue
-        text = _as_text(_get(record, text_key, path, line, "--text-column"))
+        text = _as_text(_get(record, text_key, path, line, "--text-column"), path, line)
         pair = (
             None
             if pair_key is None
-            else _as_text(_get(record, pair_key, path, line, "--pair-column"))
+            else _as_text(
+                _get(record, pair_key, path, line, "--pair-column"), path, line, "--pair-column"
+            )
         )
         label = None
         if label_key is not None:
             raw = _get(record, label_key, path, line, "--label-column")
             label = _parse_label(raw, label_kind, label_separator, path, line)
+            if label_kind == "single" and isinstance(record, dict) and label is not None:
+                _check_label_type(path, line, raw, label, label_types)
             if label_kind == "single" and label in drop_labels:
                 drop(f"label {label!r}", line)
                 continue
@@ -339,11 +429,18 @@ def read_examples(
     if bad and not skip_bad_rows:
         shown = ", ".join(map(str, bad[:5])) + (", ..." if len(bad) > 5 else "")
         what = "an empty text or a missing label" if with_labels else "an empty text"
+        rows = "1 row" if len(bad) == 1 else f"{len(bad)} rows"
         raise DataError(
-            f"{path}: {len(bad)} rows with {what} (lines {shown}); fix them or pass --skip-bad-rows"
+            f"{path}: {rows} with {what} (line{'s' if len(bad) > 1 else ''} {shown}); fix "
+            f"{'them' if len(bad) > 1 else 'it'} or pass --skip-bad-rows"
         )
     if not texts:
-        raise DataError(f"{path}: no usable rows")
+        if rows_seen == 0 and header is not None:
+            raise DataError(f"{path}: only a header line, no data rows")
+        if rows_seen == 0:
+            raise DataError(f"{path}: no data rows")
+        detail = f" ({Examples(str(path), [], dropped=dropped).describe()})" if dropped else ""
+        raise DataError(f"{path}: no usable rows{detail}")
     label_is_int = with_labels and label_kind == "single" and all(map(_is_int, labels))
     return Examples(
         str(path),
@@ -354,6 +451,34 @@ def read_examples(
         label_is_int,
         dropped,
     )
+
+
+def _check_label_type(path, line: int, raw, label: str, seen: dict) -> None:
+    """JSONL labels must not mix JSON numbers with names: ``1`` beside ``"pos"`` is a data error
+    (numbers beside numeric strings such as ``"1"`` are the same labels and pass)."""
+    if isinstance(raw, (bool, int, float)):
+        kind = "number"
+    elif _is_int(label) or _is_float(label):
+        return
+    else:
+        kind = "name"
+    seen.setdefault(kind, (line, raw))
+    other = seen.get("name" if kind == "number" else "number")
+    if other is not None:
+        first_line, first = other
+        raise DataError(
+            f"{path}:{line}: label {json.dumps(raw)} is a {kind} but line {first_line} has the "
+            f"{'number' if kind == 'name' else 'name'} {json.dumps(first)}; labels of one file "
+            "must be all names or all numbers"
+        )
+
+
+def _is_float(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _is_int(text: str) -> bool:

@@ -184,7 +184,7 @@ class Embedder:
 
 def load_embedder(spec: str, device: str = "auto", precision: str = "auto") -> Embedder:
     """An ``Embedder`` from a bertfit run directory or any encoder spec ``--model`` accepts."""
-    from .encoders import resolve_encoder
+    from .encoders import one_line, resolve_encoder
     from .model import _quiet_transformers, load_tokenizer
 
     folder = Path(spec)
@@ -194,6 +194,15 @@ def load_embedder(spec: str, device: str = "auto", precision: str = "auto") -> E
             raise ModelError(
                 f"{folder}: a {meta.get('problem', 'classification').replace('_', ' ')} run "
                 "(a cross-encoder); embed with a bi-encoder run or an encoder such as 'default'"
+            )
+        if not (folder / "results.json").is_file():
+            from .checkpoint import last_checkpoint
+
+            last = last_checkpoint(folder)
+            use = f", or use a checkpoint as the model: {last.path}" if last else ""
+            raise ModelError(
+                f"{folder}: the run did not finish (no results.json); resume it with "
+                f"'bertfit train --resume {folder}'{use}"
             )
     encoder = resolve_encoder(spec)
     if encoder.kind != "hf":
@@ -206,10 +215,13 @@ def load_embedder(spec: str, device: str = "auto", precision: str = "auto") -> E
                 str(encoder.path), dtype=torch.float32, add_pooling_layer=False
             )
     except TypeError:  # encoders without a pooler do not take add_pooling_layer
-        with _quiet_transformers():
-            model = AutoModel.from_pretrained(str(encoder.path), dtype=torch.float32)
-    except (OSError, ValueError) as err:
-        raise ModelError(f"{encoder.path}: cannot load the encoder ({err})") from None
+        try:
+            with _quiet_transformers():
+                model = AutoModel.from_pretrained(str(encoder.path), dtype=torch.float32)
+        except Exception as err:
+            raise ModelError(f"{encoder.path}: cannot load the encoder ({one_line(err)})") from None
+    except Exception as err:  # SafetensorError, OSError, ValueError, RuntimeError, ...
+        raise ModelError(f"{encoder.path}: cannot load the encoder ({one_line(err)})") from None
     torch_device = pick_device(device)
     model.to(torch_device).eval()
     limit = getattr(model.config, "max_position_embeddings", 512)
@@ -259,12 +271,16 @@ def top_k(
 
 def read_sentences(path: str | os.PathLike, column: str = "text") -> list[str]:
     """Texts from a .txt file (one per non-blank line) or a .csv/.tsv/.jsonl column."""
-    from .data import Columns, read_examples, read_text
+    from .data import Columns, read_examples, read_text, split_lines
+    from .errors import DataError
 
     name = str(path).lower().removesuffix(".gz")
     if name.endswith(".txt"):
-        lines = [line.strip() for line in read_text(path).splitlines()]
-        return [line for line in lines if line]
+        lines = [line.strip() for line in split_lines(read_text(path))]
+        texts = [line for line in lines if line]
+        if not texts:
+            raise DataError(f"{path}: no texts (only blank lines)")
+        return texts
     return read_examples(path, Columns(column), with_labels=False).texts
 
 
@@ -302,9 +318,9 @@ def cached_corpus_vectors(
     if cache and stored.is_file():
         try:
             vectors = np.load(stored, allow_pickle=False)
-            if vectors.shape[0] == len(texts):
+            if vectors.ndim == 2 and vectors.shape[0] == len(texts):
                 return vectors
-        except (OSError, ValueError):
+        except (OSError, ValueError, EOFError):
             pass  # damaged: embed again
     vectors = embedder.encode(texts, batch_size, normalize=True, progress=progress)
     if cache:

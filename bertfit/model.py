@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .encoders import Encoder
+from .encoders import Encoder, load_weights_only, one_line, position_limit
 from .errors import ModelError
 from .packing import HFTokenizer, Tokenizer
 
@@ -43,22 +43,29 @@ def load_tokenizer(encoder: Encoder) -> Tokenizer:
     if encoder.kind == "d2l":
         from .d2l import D2LTokenizer, load_d2l_checkpoint
 
-        _, _, vocab = load_d2l_checkpoint(encoder.path)
-        return D2LTokenizer(vocab)
+        config, _, vocab = load_d2l_checkpoint(encoder.path)
+        d2l_tokenizer = D2LTokenizer(vocab)
+        d2l_tokenizer.max_positions = config.max_len
+        d2l_tokenizer.limit_source = (
+            f"max_len {config.max_len} of the d2l checkpoint {encoder.path}"
+        )
+        return d2l_tokenizer
     from transformers import AutoTokenizer
 
     try:
         with _quiet_transformers():
             tokenizer = AutoTokenizer.from_pretrained(str(encoder.path), use_fast=True)
     except Exception as err:
-        raise ModelError(f"{encoder.path}: cannot load the tokenizer ({err})") from None
+        raise ModelError(f"{encoder.path}: cannot load the tokenizer ({one_line(err)})") from None
     if not tokenizer.is_fast:
         raise ModelError(f"{encoder.path}: no fast tokenizer could be built for this model")
     if tokenizer.cls_token_id is None or tokenizer.sep_token_id is None:
         raise ModelError(
             f"{encoder.path}: the tokenizer has no [CLS]/[SEP] tokens; not a BERT-family encoder"
         )
-    return HFTokenizer(tokenizer)
+    wrapped = HFTokenizer(tokenizer)
+    wrapped.max_positions, wrapped.limit_source = position_limit(encoder.path)
+    return wrapped
 
 
 def build_classifier(
@@ -97,7 +104,7 @@ def _build_hf_classifier(
         config = AutoConfig.from_pretrained(path)
     except Exception as err:
         raise ModelError(
-            f"{encoder.path}/config.json: cannot read the model config ({err})"
+            f"{encoder.path}/config.json: cannot read the model config ({one_line(err)})"
         ) from None
     config.num_labels = len(labels)
     config.problem_type = problem  # so transformers' own loss and pipelines treat it right
@@ -107,19 +114,26 @@ def _build_hf_classifier(
         for name in ("hidden_dropout_prob", "attention_probs_dropout_prob", "dropout"):
             if hasattr(config, name):
                 setattr(config, name, dropout)
-    if not (encoder.path / "model.safetensors").is_file():
-        _check_pickle_is_weights_only(encoder.path / "pytorch_model.bin")
+    weights = encoder.path / "model.safetensors"
+    if not weights.is_file():
+        weights = encoder.path / "pytorch_model.bin"
+        _check_pickle_is_weights_only(weights)
     try:
         with _quiet_transformers():
             # float32 master weights even for fp16/bf16 checkpoints: half-precision parameters
             # overflow in AdamW (autocast gives the speed of bf16 where it is safe)
-            model = AutoModelForSequenceClassification.from_pretrained(
-                path, config=config, dtype=torch.float32
+            model, info = AutoModelForSequenceClassification.from_pretrained(
+                path,
+                config=config,
+                dtype=torch.float32,
+                output_loading_info=True,
+                ignore_mismatched_sizes=True,  # reported below, naming the files
             )
     except Exception as err:
         raise ModelError(
-            f"{encoder.path}: cannot load the weights ({type(err).__name__}: {err})"
+            f"{weights}: cannot load the weights ({type(err).__name__}: {one_line(err)})"
         ) from None
+    _check_loading_info(model, info, weights, encoder.path / "config.json")
     head = _output_layer(model)
     nn.init.normal_(head.weight, mean=0.0, std=0.02)
     nn.init.zeros_(head.bias)
@@ -160,12 +174,32 @@ def init_regression_bias(model: nn.Module, mean: float) -> None:
 
 def _check_pickle_is_weights_only(path: Path) -> None:
     """Refuse a .bin that holds anything but tensors, before transformers unpickles it."""
-    try:
-        torch.load(path, map_location="meta", weights_only=True)
-    except Exception as err:
+    load_weights_only(path)
+
+
+def _check_loading_info(model: nn.Module, info: dict, weights: Path, config: Path) -> None:
+    """transformers starts missing or misshapen weights at random with only a log line; for the
+    pretrained encoder that means the config and the weights are from different models."""
+    prefix = getattr(model, "base_model_prefix", "") + "."
+    # the head is new anyway: a fine-tuned checkpoint with another number of labels is fine
+    mismatched = [
+        m for m in info.get("mismatched_keys") or () if len(m) == 3 and str(m[0]).startswith(prefix)
+    ]
+    if mismatched:
+        key, found, wanted = sorted(mismatched, key=lambda m: str(m[0]))[0]
         raise ModelError(
-            f"{path}: not a plain weights file; refusing to unpickle it ({type(err).__name__})"
-        ) from None
+            f"{weights}: does not fit {config}: {len(mismatched)} weights have other shapes "
+            f"(e.g. {key} is {tuple(found)} in the weights, {tuple(wanted)} by the config); "
+            "config.json and the weights are from different models"
+        )
+    missing = sorted(
+        k for k in info.get("missing_keys") or () if k.startswith(prefix) and ".pooler." not in k
+    )
+    if missing:
+        raise ModelError(
+            f"{weights}: {len(missing)} encoder weights that {config.name} describes are missing "
+            f"(e.g. {missing[0]}); config.json and the weights are from different models"
+        )
 
 
 def _output_layer(model: nn.Module) -> nn.Linear:
@@ -296,12 +330,16 @@ def load_classifier(directory: Path, kind: str) -> tuple[nn.Module, Tokenizer]:
         return full_precision_head(model), tokenizer
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
+    from .encoders import weight_shapes
+
+    if (Path(directory) / "model.safetensors").is_file():
+        weight_shapes(Path(directory))  # a damaged or truncated weights file is named as such
     try:
         with _quiet_transformers():
             model = AutoModelForSequenceClassification.from_pretrained(str(directory))
             tokenizer = AutoTokenizer.from_pretrained(str(directory), use_fast=True)
     except Exception as err:
         raise ModelError(
-            f"{directory}: cannot load the trained model ({type(err).__name__}: {err})"
+            f"{directory}: cannot load the trained model ({type(err).__name__}: {one_line(err)})"
         ) from None
     return full_precision_head(model), HFTokenizer(tokenizer)

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import zipfile
+import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,9 +18,10 @@ from typing import Protocol
 import numpy as np
 import torch
 
+from .errors import ConfigError
 from .files import save_file_atomic
 
-PACKING_VERSION = "1"
+PACKING_VERSION = "2"  # 2: special-token strings inside a text are plain text
 HEAD_SHARE = 128 / 510  # Sun et al. 2019: head 128 + tail 382 of a 512 budget
 
 
@@ -28,6 +31,9 @@ class Tokenizer(Protocol):
     cls_token_id: int
     sep_token_id: int
     pad_token_id: int
+    # the most tokens the model takes (its position embeddings), where known, and where it says so
+    max_positions: int | None
+    limit_source: str
 
     def encode_batch(self, texts: list[str]) -> list[list[int]]: ...
 
@@ -42,12 +48,17 @@ class HFTokenizer:
         self.cls_token_id = tokenizer.cls_token_id
         self.sep_token_id = tokenizer.sep_token_id
         self.pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        self.max_positions: int | None = None
+        self.limit_source = ""
         self._fingerprint: str | None = None
 
     def encode_batch(self, texts: list[str]) -> list[list[int]]:
         encoded = self.hf(
             list(texts),
             add_special_tokens=False,
+            # "[SEP]" or "[CLS]" typed inside a text is text, not a special token: packing alone
+            # places special tokens, so a text cannot add a segment or a second [CLS]
+            split_special_tokens=True,
             return_attention_mask=False,
             return_token_type_ids=False,
             verbose=False,
@@ -113,6 +124,23 @@ def _head_tail(tokens: list[int], keep: int) -> list[int]:
     return tokens[:head] + (tokens[len(tokens) - tail :] if tail else [])
 
 
+def check_max_length(tokenizer: Tokenizer, max_length: int, pairs: bool = False) -> None:
+    """A ConfigError when ``max_length`` cannot work: above the model's positions (an index error
+    deep in the model otherwise), or too short for the special tokens."""
+    limit = getattr(tokenizer, "max_positions", None)
+    if limit is not None and max_length > limit:
+        source = getattr(tokenizer, "limit_source", "") or "the model's position embeddings"
+        raise ConfigError(
+            f"--max-length {max_length} is more than the model's {limit} positions ({source}); "
+            f"use --max-length {limit} or less"
+        )
+    least = 3 if pairs else 2
+    if max_length < least:
+        raise ConfigError(
+            f"--max-length {max_length} leaves no room for text after the {least} special tokens"
+        )
+
+
 def pack(
     a: list[int], b: list[int] | None, cls_id: int, sep_id: int
 ) -> tuple[list[int], list[int]]:
@@ -154,6 +182,9 @@ def pack_texts(
     batch_size: int = 4096,
 ) -> Packed:
     """Tokenise in batches with the fast tokenizer, truncate and pack every example."""
+    check_max_length(tokenizer, max_length, pairs is not None)
+    if pairs is not None and len(pairs) != len(texts):
+        raise ValueError(f"{len(texts)} texts but {len(pairs)} pair texts")
     all_ids: list[int] = []
     all_types: list[int] = []
     offsets = [0]
@@ -209,13 +240,16 @@ def pack_cached(
     cache_dir: str | os.PathLike | None = None,
 ) -> Packed:
     """``pack_texts`` with an on-disk cache, so a second run on the same data skips tokenising."""
+    check_max_length(tokenizer, max_length, pairs is not None)
     folder = Path(cache_dir) if cache_dir else default_cache_dir()
     path = folder / "packed" / f"{cache_key(tokenizer, texts, pairs, max_length, truncation)}.npz"
     if path.exists():
         try:
-            with np.load(path) as stored:
-                return Packed(stored["ids"], stored["types"], stored["offsets"])
-        except (OSError, KeyError, ValueError):
+            with np.load(path, allow_pickle=False) as stored:
+                packed = Packed(stored["ids"], stored["types"], stored["offsets"])
+            if _consistent(packed, len(texts), max_length):
+                return packed
+        except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile, zlib.error):
             pass  # a damaged cache entry is rebuilt below
     packed = pack_texts(tokenizer, texts, pairs, max_length, truncation)
     try:
@@ -223,6 +257,19 @@ def pack_cached(
     except OSError:
         pass  # a read-only or full cache must not stop training
     return packed
+
+
+def _consistent(packed: Packed, count: int, max_length: int) -> bool:
+    """Whether a cached entry has the shape of ``count`` packed examples of at most ``max_length``."""
+    offsets = packed.offsets
+    return (
+        offsets.ndim == 1
+        and len(offsets) == count + 1
+        and (count == 0 or (offsets[0] == 0 and offsets[-1] == len(packed.ids)))
+        and len(packed.types) == len(packed.ids)
+        and bool(np.all(np.diff(offsets) >= 2))
+        and bool(np.all(np.diff(offsets) <= max_length))
+    )
 
 
 def _save_npz(tmp: str, packed: Packed) -> None:

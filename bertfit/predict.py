@@ -170,8 +170,12 @@ class Run:
         return int(label) if self.meta.get("label_is_int") else label
 
 
-def load(run_dir: str | Path, device: str = "auto") -> Run:
-    """Load a finished run directory written by ``bertfit train``."""
+def load(run_dir: str | Path, device: str = "auto", checkpoint: str | None = None) -> Run:
+    """Load a finished run directory written by ``bertfit train``.
+
+    ``checkpoint`` (best, last, or a step) loads one of the run's checkpoints instead, which
+    also works while the run is unfinished.
+    """
     from .model import load_classifier
 
     directory = Path(run_dir)
@@ -179,11 +183,12 @@ def load(run_dir: str | Path, device: str = "auto") -> Run:
         raise ModelError(f"{directory}: no such run directory")
     if not (directory / RUN_CONFIG).is_file():
         raise ModelError(f"{directory}: not a bertfit run directory (no {RUN_CONFIG})")
-    if not (directory / RESULTS).is_file():
-        raise ModelError(f"{directory}: the run did not finish (no {RESULTS}); train it again")
+    finished = (directory / RESULTS).is_file()
+    if not finished and checkpoint is None:
+        raise ModelError(_unfinished_message(directory))
     try:
         meta = json.loads((directory / RUN_CONFIG).read_text(encoding="utf-8"))
-        results = json.loads((directory / RESULTS).read_text(encoding="utf-8"))
+        results = json.loads((directory / RESULTS).read_text(encoding="utf-8")) if finished else {}
     except (OSError, json.JSONDecodeError) as err:
         raise ModelError(f"{directory}: damaged run files ({err})") from None
     if meta.get("problem") == "embedding":
@@ -191,7 +196,33 @@ def load(run_dir: str | Path, device: str = "auto") -> Run:
             f"{directory}: a bi-encoder (sentence embeddings) run; use 'bertfit similarity', "
             "'embed' or 'search' with it"
         )
-    model, tokenizer = load_classifier(directory, meta["encoder"]["kind"])
+    weights = directory
+    if checkpoint is not None:
+        from .checkpoint import find_checkpoint
+
+        chosen = find_checkpoint(directory, checkpoint)
+        weights, results = chosen.path, _checkpoint_results(chosen.state, meta["labels"])
+    model, tokenizer = load_classifier(weights, meta["encoder"]["kind"])
     torch_device = pick_device(device)
     model.to(torch_device).eval()
     return Run(directory, meta, results, model, tokenizer, torch_device)
+
+
+def _unfinished_message(directory: Path) -> str:
+    from .checkpoint import list_checkpoints
+
+    names = [c.path.name for c in list_checkpoints(directory)]
+    if not names:
+        return f"{directory}: the run did not finish (no {RESULTS}) and has no checkpoint; train it again"
+    return (
+        f"{directory}: the run did not finish (no {RESULTS}); resume it with 'bertfit train "
+        f"--resume {directory}', or use a checkpoint with --checkpoint best|last ({', '.join(names)})"
+    )
+
+
+def _checkpoint_results(state: dict, labels: list[str]) -> dict:
+    """What results.json would say, from a checkpoint's trainer state."""
+    results = {"dev": state.get("dev", {}), "checkpoint_step": state.get("step")}
+    if state.get("thresholds") is not None:
+        results["thresholds"] = dict(zip(labels, state["thresholds"]))
+    return results

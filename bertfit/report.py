@@ -46,7 +46,10 @@ def _read_jsonl(path: Path) -> list[dict]:
     if not path.is_file():
         return []
     return [
-        json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()
+        # split at "\n" only: a text may hold U+2028 or U+0085, which splitlines() breaks at
+        json.loads(line)
+        for line in path.read_text(encoding="utf-8").split("\n")
+        if line.strip()
     ]
 
 

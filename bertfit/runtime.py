@@ -63,3 +63,30 @@ def set_threads(threads: int | None) -> None:
             threads = os.cpu_count() or 1
         threads = min(threads, torch.get_num_threads()) or 1
     torch.set_num_threads(threads)
+
+
+@contextlib.contextmanager
+def deterministic_algorithms(enabled: bool):
+    """``--deterministic``: only deterministic kernels, so equal seeds give equal weights.
+
+    cuBLAS needs a fixed workspace for that (set before its first use); the previous settings
+    come back afterwards, so a library caller's process is left as it was.
+    """
+    if not enabled:
+        yield
+        return
+    before = (
+        torch.are_deterministic_algorithms_enabled(),
+        torch.backends.cudnn.deterministic,
+        torch.backends.cudnn.benchmark,
+        torch.is_deterministic_algorithms_warn_only_enabled(),
+    )
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    # warn_only: a GPU op without a deterministic kernel warns instead of stopping the run
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(before[0], warn_only=before[3])
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = before[1:3]

@@ -7,14 +7,18 @@ log, evaluate, save.
 from __future__ import annotations
 
 import dataclasses
+import errno
+import hashlib
 import json
 import logging
 import math
 import random
 import re
 import shutil
+import signal
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +30,16 @@ from tqdm.auto import tqdm
 
 from . import __version__
 from .card import write_model_card
+from .checkpoint import (
+    Checkpoint,
+    StopSignals,
+    last_checkpoint,
+    load_training_state,
+    prune_checkpoints,
+    remove_stale_temporaries,
+    restore_rng,
+    save_checkpoint,
+)
 from .config import DEFAULT_MODEL, TrainConfig
 from .data import (
     Columns,
@@ -38,7 +52,7 @@ from .data import (
     stratify_keys,
 )
 from .encoders import DEFAULT_NAME, Encoder, resolve_encoder
-from .errors import ConfigError
+from .errors import ConfigError, Interrupted, TrainingError
 from .evaluation import METRICS as PROBLEM_METRICS
 from .evaluation import (
     MULTI,
@@ -51,7 +65,7 @@ from .evaluation import (
     with_intervals,
 )
 from .fastbert import training_forward
-from .files import append_jsonl, write_json
+from .files import append_jsonl, write_json, write_text
 from .model import (
     build_classifier,
     encoder_layers,
@@ -63,12 +77,19 @@ from .model import (
 )
 from .packing import Packed, collate, length_grouped_batches, pack_cached
 from .predict import RESULTS, RUN_CONFIG, Run, compute_logits, load
-from .runtime import autocast, pick_device, pick_precision, set_threads
+from .runtime import (
+    autocast,
+    deterministic_algorithms,
+    pick_device,
+    pick_precision,
+    set_threads,
+)
 
 log = logging.getLogger("bertfit")
 METRICS = "metrics.jsonl"
 STEPS = "steps.jsonl"  # loss and learning rate every few optimizer steps, for the report
 DEV_PREDICTIONS = "dev_predictions.jsonl"
+DEFAULT_MAX_LENGTH = 128
 
 
 @dataclass
@@ -152,58 +173,92 @@ def train(config: TrainConfig) -> Run:
     ``--objective``, the trained bi-encoder as an ``Embedder``).
 
     Example: ``bertfit.train(TrainConfig(train="train.tsv", output="runs/x", text_column="sentence"))``.
+    With ``resume="runs/x"`` (or ``"auto"``) a run continues from its last complete checkpoint.
     """
-    config.validate()
     _ensure_logging()
+    config, checkpoint = resolve_resume(config)
+    config.validate()
+    output = Path(config.output)
+    if checkpoint is FINISHED:
+        log.info(f"{output} is a finished run; nothing to resume")
+        return load_finished(output)
     if config.tensorboard:
         _tensorboard_writer_class()  # a missing package stops the run before anything is written
-    output = Path(config.output)
-    _check_output_dir(output, config.overwrite)
+    if checkpoint is None:
+        _check_output_dir(output, config.overwrite)
     set_threads(config.threads)
     device = pick_device(config.device)
     dtype = pick_precision(config.precision, device)
     encoder = resolve_encoder(config.model)
     tokenizer = load_tokenizer(encoder)
+    if config.max_length is None:
+        limit = getattr(tokenizer, "max_positions", None) or DEFAULT_MAX_LENGTH
+        config = dataclasses.replace(config, max_length=min(DEFAULT_MAX_LENGTH, limit))
     data = read_training_data(config)
-    if config.objective is not None:
-        return _train_bi_encoder(config, encoder, tokenizer, data, device, dtype, output)
+    trainer = _train_bi_encoder if config.objective is not None else _train_classifier
+    with deterministic_algorithms(config.deterministic):
+        return trainer(config, encoder, tokenizer, data, device, dtype, output, checkpoint)
+
+
+def load_finished(output: Path):
+    """A finished run: a classifier ``Run``, or the bi-encoder's ``Embedder``."""
+    if json.loads((output / RUN_CONFIG).read_text(encoding="utf-8")).get("problem") == "embedding":
+        from .embed import load_embedder
+
+        return load_embedder(str(output))
+    return load(output)
+
+
+def _train_classifier(
+    config: TrainConfig,
+    encoder: Encoder,
+    tokenizer,
+    data: TrainingData,
+    device: torch.device,
+    dtype: torch.dtype | None,
+    output: Path,
+    checkpoint: Checkpoint | None,
+) -> Run:
     train_examples, dev_examples, labels, problem = data.train, data.dev, data.labels, data.problem
     config = dataclasses.replace(config, metric=choose_metric(config, problem, labels))
     train_set = _prepare(tokenizer, train_examples, labels, problem, config)
     dev_set = _prepare(tokenizer, dev_examples, labels, problem, config)
     config = encoder_defaults(config, encoder)
-    lr = config.lr
+    fingerprint = data_fingerprint(
+        train_set.packed.ids, train_set.packed.offsets, train_set.label_ids,
+        dev_set.packed.ids, dev_set.packed.offsets, dev_set.label_ids,
+    )  # fmt: skip
+    _check_same_data(checkpoint, fingerprint)
+    _seed_everything(config.seed)
+    # the model first: weights that do not fit the config fail before anything is logged
+    model = build_classifier(encoder, labels, config.dropout, seed=config.seed, problem=problem)
     what = "a score" if problem == REGRESSION else f"{len(labels)} labels"
     log.info(
         f"{len(train_examples)} training and {len(dev_examples)} dev examples, {what}; "
-        f"encoder {encoder.name}; device {device}, {_precision_name(dtype)}, lr {lr:g}"
+        f"encoder {encoder.name}; device {device}, {_precision_name(dtype)}, lr {config.lr:g}"
     )
-
-    _seed_everything(config.seed)
-    model = build_classifier(encoder, labels, config.dropout, seed=config.seed, problem=problem)
     if problem == REGRESSION:
         init_regression_bias(model, float(train_set.label_ids.mean()))
     freeze(model, config.freeze_embeddings, config.train_last_layers, config.train_word_embeddings)
+    if checkpoint is not None:
+        load_weights(model, checkpoint.path, encoder.kind)
+    else:
+        _start_run_dir(output, config, encoder, data)
     if device.type == "cpu":
         use_fast_dropout(model)
     model.to(device)
-
-    _start_run_dir(output, config, encoder, data)
-    save = lambda: save_classifier(model, tokenizer, output)  # noqa: E731
-    summary = fit(
+    trainee = Trainee(
         model,
-        train_set,
-        dev_set,
-        labels,
-        config,
-        lr,
-        device,
-        dtype,
-        tokenizer.pad_token_id,
-        output,
-        save,
-        problem,
-    )
+        train_set.packed.lengths,
+        classifier_batch_loss(model, train_set, problem, tokenizer.pad_token_id, device, dtype),
+        classifier_evaluation(model, dev_set, labels, problem, config, tokenizer.pad_token_id, device, dtype),
+        lambda folder: save_classifier(model, tokenizer, folder),
+    )  # fmt: skip
+    summary = run_loop(trainee, config, device, dtype, output, checkpoint, fingerprint)
+    if problem == MULTI:
+        cut = summary.pop("kept") or [0.5] * len(labels)
+        summary["thresholds"] = {label: float(t) for label, t in zip(labels, cut)}
+    summary.pop("kept", None)
     summary.update(
         labels=labels,
         problem=problem,
@@ -247,6 +302,238 @@ def train(config: TrainConfig) -> Run:
     return load(output, device=str(device))
 
 
+@dataclass
+class Trainee:
+    """What the loop needs from the thing it trains; the loop itself is the same for all.
+
+    ``batch_loss(indices)`` gives the loss of those training examples and, for classifiers,
+    how many were predicted right (else None); ``evaluate()`` gives the dev metrics and what to
+    keep with the best model (tuned thresholds, or None); ``write_model(folder)`` saves it.
+    """
+
+    model: nn.Module
+    lengths: np.ndarray
+    batch_loss: Callable[[list[int]], tuple[torch.Tensor, int | None]]
+    evaluate: Callable[[], tuple[dict, list[float] | None]]
+    write_model: Callable[[Path], None]
+
+
+def classifier_batch_loss(model, split: Split, problem: str, pad_id: int, device, dtype):
+    forward, loss_of = training_forward(model), LOSSES[problem]
+
+    def batch_loss(indices: list[int]) -> tuple[torch.Tensor, int | None]:
+        batch = {
+            k: v.to(device, non_blocking=True)
+            for k, v in collate(split.packed, indices, pad_id, split.label_ids).items()
+        }
+        targets = batch.pop("labels")
+        with autocast(device, dtype):
+            logits = forward(**batch)
+        correct = int((logits.argmax(-1) == targets).sum()) if problem == SINGLE else None
+        return loss_of(logits.float(), targets), correct
+
+    return batch_loss
+
+
+def classifier_evaluation(model, split: Split, labels, problem, config, pad_id, device, dtype):
+    def evaluate() -> tuple[dict, list[float] | None]:
+        logits = compute_logits(
+            model, split.packed, pad_id, max(64, config.batch_size), device, dtype
+        )
+        thresholds = None
+        if problem == MULTI and config.tune_thresholds:
+            thresholds = [float(t) for t in tune_thresholds(split.label_ids, sigmoid(logits))]
+        return score_outputs(problem, split.label_ids, logits, labels, thresholds), thresholds
+
+    return evaluate
+
+
+def run_loop(
+    trainee: Trainee,
+    config: TrainConfig,
+    device: torch.device,
+    dtype: torch.dtype | None,
+    output: Path,
+    checkpoint: Checkpoint | None,
+    fingerprint: str,
+) -> dict:
+    """``fit`` with its guards: signals stop it at a checkpoint; a full disk and out-of-memory
+    become one line of advice; the last complete checkpoint stays valid in every case."""
+    steps = total_steps(len(trainee.lengths), config)
+    optimizer = make_optimizer(
+        trainee.model, config.lr, config.weight_decay, device, config.layer_lr_decay
+    )
+    scheduler = linear_schedule(optimizer, round(config.warmup_ratio * steps), steps)
+    if checkpoint is not None:
+        log.info(f"resuming from {checkpoint.path} (step {checkpoint.step})")
+    try:
+        with StopSignals(_announce_stop) as stop:
+            return fit(
+                trainee, config, optimizer, scheduler, device, dtype, output,
+                resume=checkpoint, stop=stop, fingerprint=fingerprint,
+            )  # fmt: skip
+    except OSError as err:
+        if err.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise TrainingError(_disk_full_message(output, err)) from None
+        raise
+    except RuntimeError as err:  # torch.OutOfMemoryError is a RuntimeError too
+        if not _is_out_of_memory(err):
+            raise
+        raise TrainingError(_out_of_memory_advice(config, device, output)) from None
+
+
+def total_steps(examples: int, config: TrainConfig) -> int:
+    """Optimizer steps of the whole run (the schedule's length)."""
+    batches = math.ceil(examples / config.batch_size)
+    return math.ceil(batches / config.grad_accum) * config.epochs
+
+
+def _check_same_data(checkpoint: Checkpoint | None, fingerprint: str) -> None:
+    if checkpoint is not None and checkpoint.state.get("data") != fingerprint:
+        raise ConfigError(
+            f"{checkpoint.path}: the training or dev data changed since this checkpoint was "
+            "saved; a resumed run needs the same data (start a new run with another --output)"
+        )
+
+
+FINISHED = object()  # resolve_resume's answer for a run that has nothing left to do
+# options that may differ when a run resumes: where things are and how they are shown, not what
+# is trained
+RESUMABLE_CHANGES = {
+    "output",
+    "resume",
+    "overwrite",
+    "progress",
+    "threads",
+    "device",
+    "cache_dir",
+    "data_dir",
+    "download",
+    "save_steps",
+    "save_total_limit",
+    "tensorboard",
+    "skip_nonfinite",
+}
+
+
+def resolve_resume(config: TrainConfig):
+    """The config to run and the checkpoint to start from (None: a fresh run; FINISHED).
+
+    ``--resume RUN`` takes the run's own settings, so ``bertfit train --resume runs/x`` is enough;
+    options given as well must agree with them, except the ones in ``RESUMABLE_CHANGES``.
+    """
+    if config.resume is None:
+        return config, None
+    if config.overwrite:
+        raise ConfigError("--resume continues a run and --overwrite replaces it; give one")
+    auto = config.resume == "auto"
+    if auto and config.output is None:
+        raise ConfigError("--resume auto resumes --output; give --output DIR")
+    run_dir = Path(config.output if auto else config.resume)
+    if (
+        not auto
+        and config.output is not None
+        and Path(config.output).resolve() != run_dir.resolve()
+    ):
+        raise ConfigError(f"--resume continues {run_dir} in place; drop --output {config.output}")
+    if auto and (not run_dir.is_dir() or not any(run_dir.iterdir())):
+        return dataclasses.replace(config, resume=None), None
+    meta_path = run_dir / RUN_CONFIG
+    if not meta_path.is_file():
+        where = "--output" if auto else "--resume"
+        raise ConfigError(f"{where} {run_dir}: not a bertfit run directory (no {RUN_CONFIG})")
+    try:
+        saved = json.loads(meta_path.read_text(encoding="utf-8"))["config"]
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise ConfigError(f"{meta_path}: cannot be read ({err})") from None
+    merged = _merge_saved_config(config, saved, meta_path)
+    merged = dataclasses.replace(merged, output=str(run_dir))
+    if (run_dir / RESULTS).is_file():
+        return merged, FINISHED
+    checkpoint = last_checkpoint(run_dir)
+    remove_stale_temporaries(run_dir)
+    if checkpoint is None:
+        log.info(f"{run_dir} has no complete checkpoint yet; starting the run again")
+        return dataclasses.replace(merged, resume=None, overwrite=True), None
+    return merged, checkpoint
+
+
+def _merge_saved_config(config: TrainConfig, saved: dict, source: Path) -> TrainConfig:
+    values, conflicts = {}, []
+    for field in dataclasses.fields(TrainConfig):
+        given, default = getattr(config, field.name), field.default
+        stored = saved.get(field.name, default)
+        if field.name in RESUMABLE_CHANGES:
+            values[field.name] = given if given != default else stored
+            continue
+        values[field.name] = stored
+        if given != default and given != stored:
+            flag = "--" + field.name.replace("_", "-")
+            conflicts.append(f"{flag} {given} (the run has {stored})")
+    if conflicts:
+        raise ConfigError(
+            f"{source}: a resumed run keeps its settings, but the command changes "
+            f"{'; '.join(conflicts)}; drop those options or start a new run with another --output"
+        )
+    values["resume"] = config.resume
+    return TrainConfig(**values)
+
+
+def data_fingerprint(*arrays: np.ndarray) -> str:
+    """A digest of the packed inputs and targets: a resumed run must see the same data."""
+    digest = hashlib.sha256()
+    for array in arrays:
+        digest.update(np.ascontiguousarray(array).tobytes())
+    return digest.hexdigest()[:32]
+
+
+def load_weights(model: nn.Module, checkpoint: Path, kind: str) -> None:
+    """Copy a checkpoint's weights into ``model`` (built the same way), exactly."""
+    from .model import load_classifier
+
+    saved, _ = load_classifier(checkpoint, kind)
+    model.load_state_dict(saved.state_dict())
+
+
+def _announce_stop(number: int) -> None:
+    name = signal.Signals(number).name
+    log.warning(
+        f"{name}: stopping after this step to save a checkpoint "
+        "(press Ctrl-C again to quit at once)"
+    )
+
+
+def _is_out_of_memory(err: BaseException) -> bool:
+    text = str(err)
+    return isinstance(err, torch.OutOfMemoryError) or (
+        "out of memory" in text or "can't allocate memory" in text.lower()
+    )
+
+
+def _out_of_memory_advice(config: TrainConfig, device: torch.device, output: Path) -> str:
+    half = max(1, config.batch_size // 2)
+    shorter = max(8, config.max_length // 2)
+    last = last_checkpoint(output)
+    kept = f"; the last checkpoint is {last.path}" if last else ""
+    return (
+        f"out of memory on {device} with --batch-size {config.batch_size} and --max-length "
+        f"{config.max_length}: try --batch-size {half} --grad-accum {config.grad_accum * 2} "
+        f"(the same effective batch), or --max-length {shorter}, or --precision bf16{kept}"
+    )
+
+
+def _disk_full_message(output: Path, err: OSError) -> str:
+    last = last_checkpoint(output)
+    kept = (
+        f"the last complete checkpoint {last.path} is intact; free some space and resume with: "
+        f"bertfit train --resume {output}"
+        if last
+        else "no checkpoint was complete yet"
+    )
+    where = f" writing {err.filename}" if err.filename else ""
+    return f"no space left on the device{where}; {kept}"
+
+
 def _train_bi_encoder(
     config: TrainConfig,
     encoder: Encoder,
@@ -255,10 +542,18 @@ def _train_bi_encoder(
     device,
     dtype,
     output: Path,
-) -> Run:
+    checkpoint: Checkpoint | None,
+):
     """Fine-tune ``encoder`` as a bi-encoder with ``config.objective``; a sentence-transformers run."""
-    from .biencoder import fit_bi_encoder, load_bi_encoder, save_bi_encoder, scale_scores
-    from .embed import Pooling, read_pooling
+    from .biencoder import (
+        bi_encoder_batch_loss,
+        dev_metrics,
+        load_bi_encoder,
+        load_bi_encoder_weights,
+        save_bi_encoder,
+        scale_scores,
+    )
+    from .embed import Pooling, load_embedder, read_pooling
 
     if encoder.kind != "hf":
         raise ConfigError("--objective needs a Hugging Face-format encoder")
@@ -271,10 +566,12 @@ def _train_bi_encoder(
         )
     # SBERT's fine-tuning rate: the encoder is often already a sentence embedder, and the
     # classification defaults (1.5e-4 for the default encoder) undo its training
+    metric = {"cosine": "spearman", "contrastive": "recall_at_1", "softmax": "accuracy"}
     config = dataclasses.replace(
         config,
         lr=config.lr or 2e-5,
         layer_lr_decay=config.layer_lr_decay or 1.0,
+        metric=metric[config.objective],
     )
     config = encoder_defaults(config, encoder)
     limit = read_pooling(encoder.path).max_length
@@ -300,47 +597,44 @@ def _train_bi_encoder(
         inside = scores.min() >= 0 and scores.max() <= 1
         low, high = (0.0, 1.0) if inside else (float(scores.min()), float(scores.max()))
     train_side, dev_side = side(data.train), side(data.dev)
+    fingerprint = data_fingerprint(
+        *(train_side[k].ids for k in "ab"),
+        *(dev_side[k].ids for k in "ab"),
+        *(np.asarray(split.get("y", [])) for split in (train_side, dev_side)),
+    )
+    _check_same_data(checkpoint, fingerprint)
     _seed_everything(config.seed)
     num_labels = len(data.labels) if config.objective == "softmax" else 0
     model = load_bi_encoder(encoder.path, pooling, num_labels, config.seed)
     freeze(model, config.freeze_embeddings, config.train_last_layers, config.train_word_embeddings)
+    if checkpoint is not None:
+        load_bi_encoder_weights(model, checkpoint.path)
+    else:
+        _start_run_dir(output, config, encoder, data)
+        meta_path = output / RUN_CONFIG
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        meta.update(problem="embedding", objective=config.objective, pooling=pooling.__dict__)
+        if config.objective == "cosine":
+            meta["score_range"] = [low, high]
+        write_json(meta_path, meta)
     if device.type == "cpu":
         use_fast_dropout(model)
     model.to(device)
-    steps = (
-        math.ceil(math.ceil(len(data.train) / config.batch_size) / config.grad_accum)
-        * config.epochs
-    )
-    optimizer = make_optimizer(model, config.lr, config.weight_decay, device, config.layer_lr_decay)
-    scheduler = linear_schedule(optimizer, round(config.warmup_ratio * steps), steps)
-    _start_run_dir(output, config, encoder, data)
-    meta_path = output / RUN_CONFIG
-    meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    meta.update(problem="embedding", objective=config.objective, pooling=pooling.__dict__)
-    if config.objective == "cosine":
-        meta["score_range"] = [low, high]
-    write_json(meta_path, meta)
     log.info(
         f"bi-encoder, {config.objective} objective: {len(data.train)} training and "
         f"{len(data.dev)} dev pairs; encoder {encoder.name}; device {device}, lr {config.lr:g}"
     )
-    summary = fit_bi_encoder(
+    pad_id = tokenizer.pad_token_id
+    trainee = Trainee(
         model,
-        train_side,
-        dev_side,
-        config.objective,
-        data.labels,
-        config,
-        optimizer,
-        scheduler,
-        device,
-        dtype,
-        tokenizer.pad_token_id,
-        output,
-        lambda: save_bi_encoder(model, tokenizer, output),
-    )
+        np.maximum(train_side["a"].lengths, train_side["b"].lengths),
+        bi_encoder_batch_loss(model, train_side, config, pad_id, device, dtype),
+        lambda: (dev_metrics(model, dev_side, config.objective, data.labels, pad_id, device, dtype), None),
+        lambda folder: save_bi_encoder(model, tokenizer, folder),
+    )  # fmt: skip
+    summary = run_loop(trainee, config, device, dtype, output, checkpoint, fingerprint)
+    summary.pop("kept", None)
     summary.update(
-        version=__version__,
         problem="embedding",
         objective=config.objective,
         train_examples=len(data.train),
@@ -351,7 +645,7 @@ def _train_bi_encoder(
     log.info(
         f"done: best dev {summary['metric']} {summary['dev'][summary['metric']]:.4f}; run in {output}"
     )
-    return output
+    return load_embedder(str(output), str(device))
 
 
 def _positive_pairs(examples: Examples, task_name: str) -> Examples:
@@ -523,48 +817,39 @@ def _score_saved_model(
 
 
 def fit(
-    model: nn.Module,
-    train_set: Split,
-    dev_set: Split,
-    labels: list[str],
+    trainee: Trainee,
     config: TrainConfig,
-    lr: float,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
     device: torch.device,
     dtype: torch.dtype | None,
-    pad_id: int,
     output: Path,
-    save_best,
-    problem: str = SINGLE,
+    resume: Checkpoint | None = None,
+    stop: StopSignals | None = None,
+    fingerprint: str | None = None,
 ) -> dict:
-    """The training loop. Returns the summary that becomes ``results.json``."""
-    loss_of = LOSSES[problem]
-    batches_per_epoch = math.ceil(len(train_set.packed) / config.batch_size)
-    steps_per_epoch = math.ceil(batches_per_epoch / config.grad_accum)
-    total_steps = steps_per_epoch * config.epochs
-    optimizer = make_optimizer(model, lr, config.weight_decay, device, config.layer_lr_decay)
-    scheduler = linear_schedule(optimizer, round(config.warmup_ratio * total_steps), total_steps)
+    """The training loop. Returns the summary that becomes ``results.json``.
+
+    The best model goes to ``output``. A checkpoint is saved every ``config.save_steps``
+    optimizer steps, at each epoch end and when ``stop`` reports a signal; with ``resume`` the
+    loop continues from one exactly: weights (loaded by the caller), optimizer, schedule, random
+    generators, batch order and position, counters and history.
+    """
+    model = trainee.model
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
-    state = {
-        "step": 0,
-        "best": -math.inf,
-        "best_epoch": 0,
-        "best_step": 0,
-        "bad_evals": 0,
-        "dev": {},
-    }
-    train_seconds, train_seen = 0.0, 0
-    steps_log: list[dict] = []
-    log_every = max(1, total_steps // 200)
+    state = new_trainer_state(fingerprint)
+    order: list[list[int]] = []  # the current epoch's batches, kept so a checkpoint records them
+    if resume is not None:
+        order = load_training_state(resume.path, optimizer, scheduler, scaler)
+        state = resume.state
+        _rewrite_history(output, state)
+    log_every = max(1, total_steps(len(trainee.lengths), config) // 200)
     board = open_tensorboard(output) if config.tensorboard else None
+    pending_steps: list[dict] = []
+    accuracy = False  # whether batch_loss counts right predictions (classifiers)
 
     def evaluate_and_keep(epoch: int, epoch_stats: dict) -> None:
-        dev_logits = compute_logits(
-            model, dev_set.packed, pad_id, max(64, config.batch_size), device, dtype
-        )
-        thresholds = None
-        if problem == MULTI and config.tune_thresholds:
-            thresholds = tune_thresholds(dev_set.label_ids, sigmoid(dev_logits))
-        dev = score_outputs(problem, dev_set.label_ids, dev_logits, labels, thresholds)
+        dev, kept = trainee.evaluate()
         record = {
             "epoch": epoch,
             "step": state["step"],
@@ -573,6 +858,7 @@ def fit(
             "time": round(time.time(), 3),
         }
         append_jsonl(output / METRICS, record)
+        state["metrics"].append(record)
         if board is not None:
             for name, value in {
                 **epoch_stats,
@@ -580,27 +866,54 @@ def fit(
             }.items():
                 board.add_scalar(name if "/" in name else f"train/{name}", value, state["step"])
         score = state["last_dev"] = dev[config.metric]
-        if score > state["best"]:
+        state["evaluated_step"] = state["step"]
+        if _improves(score, state["best"]):
             state.update(
                 best=score,
                 best_epoch=epoch,
                 best_step=state["step"],
                 bad_evals=0,
                 dev=dev,
-                thresholds=thresholds,
+                kept=kept,
             )
-            save_best()
+            trainee.write_model(output)
         else:
             state["bad_evals"] += 1
 
-    forward = training_forward(model)
-    model.train()
-    for epoch in range(1, config.epochs + 1):
-        batches = length_grouped_batches(
-            train_set.packed.lengths, config.batch_size, config.seed + epoch, config.length_groups
+    def flush_steps() -> None:
+        for record in pending_steps:
+            append_jsonl(output / STEPS, record)
+            state["steps"].append(record)
+            if board is not None:
+                for name in ("loss", "lr", "examples_per_second"):
+                    board.add_scalar(f"step/{name}", record[name], record["step"])
+        pending_steps.clear()
+
+    def checkpoint() -> Path:
+        state["epoch_seconds"] = time.perf_counter() - started
+        flush_steps()
+        evaluated = state.get("evaluated_step") == state["step"]
+        state["dev_score"] = state["last_dev"] if evaluated else None
+        path = save_checkpoint(
+            output, state["step"], trainee.write_model, optimizer, scheduler, scaler, state, order
         )
+        prune_checkpoints(output, config.save_total_limit)
+        return path
+
+    model.train()
+    if resume is not None:
+        restore_rng(resume.path)  # last, so nothing above draws from the restored generators
+    for epoch in range(state["epoch"], config.epochs + 1):
+        if state["batch"] == 0:
+            order = [
+                [int(i) for i in batch]
+                for batch in length_grouped_batches(
+                    trainee.lengths, config.batch_size, config.seed + epoch, config.length_groups
+                )
+            ]
         bar = tqdm(
-            total=len(train_set.packed),
+            total=len(trainee.lengths),
+            initial=state["seen"],
             desc=f"epoch {epoch}/{config.epochs}",
             unit="ex",
             disable=not config.progress,
@@ -608,65 +921,72 @@ def fit(
             mininterval=0.5,
             leave=False,
         )
-        loss_sum, correct, seen = 0.0, 0, 0
-        started = time.perf_counter()
-        for i, indices in enumerate(batches):
-            batch = {
-                k: v.to(device, non_blocking=True)
-                for k, v in collate(train_set.packed, indices, pad_id, train_set.label_ids).items()
-            }
-            targets = batch.pop("labels")
-            with autocast(device, dtype):
-                logits = forward(**batch)
-            loss = loss_of(logits.float(), targets)
-            scaler.scale(loss / config.grad_accum).backward()
-            if (i + 1) % config.grad_accum == 0 or i + 1 == len(batches):
-                optimizer_step(model, optimizer, scaler, config.max_grad_norm)
+        started = time.perf_counter() - state["epoch_seconds"]
+        for i in range(state["batch"], len(order)):
+            indices = order[i]
+            loss, correct = trainee.batch_loss(indices)
+            accuracy = correct is not None
+            loss_value = float(
+                loss.item()
+            )  # .item() syncs; once per batch is cheap next to the step
+            finite = math.isfinite(loss_value)
+            if finite:
+                scaler.scale(loss / config.grad_accum).backward()
+            else:
+                _non_finite(config, state, epoch, i, f"the loss is {loss_value}", output)
+            boundary = (i + 1) % config.grad_accum == 0 or i + 1 == len(order)
+            if boundary:
+                if not optimizer_step(model, optimizer, scaler, config.max_grad_norm):
+                    _non_finite(config, state, epoch, i, "a gradient is not finite", output)
                 scheduler.step()
                 state["step"] += 1
                 if state["step"] % log_every == 0:  # about 200 points per run for the report
-                    steps_log.append(
+                    pending_steps.append(
                         {
                             "step": state["step"],
                             "epoch": epoch,
-                            "loss": round(float(loss.item()), 5),
+                            "loss": round(loss_value, 5),
                             "lr": scheduler.get_last_lr()[-1],
-                            "examples_per_second": round(seen / (time.perf_counter() - started), 2),
+                            "examples_per_second": round(
+                                state["seen"] / (time.perf_counter() - started), 2
+                            ),
                         }
                     )
-            loss_sum += loss.item() * len(
-                indices
-            )  # .item() syncs; once per batch is cheap next to the step
-            if problem == SINGLE:
-                correct += int((logits.argmax(-1) == targets).sum())
-            seen += len(indices)
+            if finite:
+                state["loss_sum"] += loss_value * len(indices)
+                if correct is not None:
+                    state["correct"] += correct
+                state["seen"] += len(indices)
+            state["batch"] = i + 1
             bar.update(len(indices))
+            seen = max(state["seen"], 1)
             bar.set_postfix(
-                loss=f"{loss_sum / seen:.4f}",
+                loss=f"{state['loss_sum'] / seen:.4f}",
                 ex_s=f"{seen / (time.perf_counter() - started):.0f}",
                 refresh=False,
             )
-            if (
-                config.eval_steps
-                and state["step"] % config.eval_steps == 0
-                and (i + 1) % config.grad_accum == 0
-            ):
+            if not boundary:
+                continue
+            if config.eval_steps and state["step"] % config.eval_steps == 0:
                 pause = time.perf_counter()
-                evaluate_and_keep(epoch, _train_stats(problem, loss_sum, correct, seen))
+                evaluate_and_keep(epoch, _train_stats(state, accuracy))
                 started += time.perf_counter() - pause  # evaluation time is not training time
                 model.train()
+            if i + 1 == len(order):
+                continue  # the epoch end saves the checkpoint
+            signalled = stop is not None and stop.requested
+            if signalled or (config.save_steps and state["step"] % config.save_steps == 0):
+                path = checkpoint()
+                if signalled:
+                    bar.close()
+                    raise _interrupted(stop, state, path, output)
         bar.close()
-        for record in steps_log:
-            append_jsonl(output / STEPS, record)
-            if board is not None:
-                for name in ("loss", "lr", "examples_per_second"):
-                    board.add_scalar(f"step/{name}", record[name], record["step"])
-        steps_log.clear()
+        flush_steps()
         elapsed = time.perf_counter() - started
-        train_seconds += elapsed
-        train_seen += seen
-        stats = _train_stats(problem, loss_sum, correct, seen)
-        stats["examples_per_second"] = seen / elapsed
+        state["train_seconds"] += elapsed
+        state["train_seen"] += state["seen"]
+        stats = _train_stats(state, accuracy)
+        stats["examples_per_second"] = state["seen"] / elapsed if elapsed else 0.0
         evaluate_and_keep(epoch, stats)
         model.train()
         log.info(
@@ -675,30 +995,105 @@ def fit(
             + f"dev {config.metric} {state['last_dev']:.4f}, "
             f"{stats['examples_per_second']:.1f} examples/s"
         )
-        if (
+        stopping = (
             config.early_stopping_patience is not None
             and state["bad_evals"] >= config.early_stopping_patience
-        ):
+        )
+        # the next epoch starts here: a checkpoint now resumes at its first batch
+        state.update(
+            epoch=config.epochs + 1 if stopping else epoch + 1,
+            batch=0,
+            loss_sum=0.0,
+            correct=0,
+            seen=0,
+            epoch_seconds=0.0,
+        )
+        started = time.perf_counter()
+        path = checkpoint()
+        if stop is not None and stop.requested and state["epoch"] <= config.epochs:
+            raise _interrupted(stop, state, path, output)
+        if stopping:
             log.info(f"early stopping: no dev improvement in {state['bad_evals']} evaluations")
             break
     if board is not None:
         board.close()
-    summary = {
+    return {
         "version": __version__,
         "metric": config.metric,
         "best_epoch": state["best_epoch"],
         "best_step": state["best_step"],
         "steps": state["step"],
         "dev": state["dev"],
-        "train_seconds": round(train_seconds, 3),
-        "train_examples_per_second": round(train_seen / train_seconds, 2)
-        if train_seconds
+        "kept": state.get("kept"),
+        "skipped_batches": state["skipped_batches"],
+        "train_seconds": round(state["train_seconds"], 3),
+        "train_examples_per_second": round(state["train_seen"] / state["train_seconds"], 2)
+        if state["train_seconds"]
         else None,
     }
-    if problem == MULTI:
-        cut = state.get("thresholds") or [0.5] * len(labels)
-        summary["thresholds"] = {label: float(t) for label, t in zip(labels, cut)}
-    return summary
+
+
+def _improves(score: float, best: float | None) -> bool:
+    """The first evaluation always counts (so a model is saved); NaN never beats a number."""
+    if best is None or math.isnan(best):
+        return True
+    return not math.isnan(score) and score > best
+
+
+def new_trainer_state(fingerprint: str | None) -> dict:
+    """Counters, best-so-far and history: what a checkpoint stores besides the tensors."""
+    return {
+        "data": fingerprint,
+        "epoch": 1,
+        "batch": 0,  # the next batch of this epoch's order
+        "step": 0,
+        "best": None,
+        "best_epoch": 0,
+        "best_step": 0,
+        "bad_evals": 0,
+        "dev": {},
+        "kept": None,  # what the evaluation keeps with the best model: tuned thresholds
+        "last_dev": None,
+        "loss_sum": 0.0,
+        "correct": 0,
+        "seen": 0,
+        "skipped_batches": 0,
+        "epoch_seconds": 0.0,
+        "train_seconds": 0.0,
+        "train_seen": 0,
+        "metrics": [],
+        "steps": [],
+    }
+
+
+def _rewrite_history(output: Path, state: dict) -> None:
+    """Cut metrics.jsonl and steps.jsonl back to what the checkpoint had seen."""
+    for name, records in ((METRICS, state["metrics"]), (STEPS, state["steps"])):
+        text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
+        write_text(output / name, text)
+
+
+def _non_finite(config: TrainConfig, state: dict, epoch: int, batch: int, what: str, output):
+    """Skip the batch with a warning (--skip-nonfinite) or stop, keeping the last checkpoint."""
+    where = f"step {state['step'] + 1} (epoch {epoch}, batch {batch + 1})"
+    if config.skip_nonfinite:
+        state["skipped_batches"] += 1
+        log.warning(f"{where}: {what}; batch skipped (--skip-nonfinite)")
+        return
+    last = last_checkpoint(output)
+    kept = f"the last good checkpoint is {last.path}; " if last else ""
+    raise TrainingError(
+        f"{where}: {what}; stopped. {kept}lower --lr, or pass --skip-nonfinite to skip such "
+        "batches" + (f" (bertfit train --resume {output} --skip-nonfinite)" if last else "")
+    )
+
+
+def _interrupted(stop: StopSignals, state: dict, path: Path, output: Path) -> Interrupted:
+    name = signal.Signals(stop.requested).name
+    return Interrupted(
+        f"{name} at step {state['step']}: saved {path}; resume with: bertfit train --resume {output}",
+        stop.exit_code,
+    )
 
 
 def _tensorboard_writer_class():
@@ -716,10 +1111,11 @@ def open_tensorboard(output: Path):
     return _tensorboard_writer_class()(str(output / "tensorboard"))
 
 
-def _train_stats(problem: str, loss_sum: float, correct: int, seen: int) -> dict:
-    stats = {"train_loss": loss_sum / seen}
-    if problem == SINGLE:
-        stats["train_accuracy"] = correct / seen
+def _train_stats(state: dict, accuracy: bool) -> dict:
+    seen = max(state["seen"], 1)
+    stats = {"train_loss": state["loss_sum"] / seen}
+    if accuracy:
+        stats["train_accuracy"] = state["correct"] / seen
     return stats
 
 
@@ -772,15 +1168,21 @@ def linear_schedule(
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-def optimizer_step(model: nn.Module, optimizer, scaler, max_grad_norm: float) -> None:
+def optimizer_step(model: nn.Module, optimizer, scaler, max_grad_norm: float) -> bool:
+    """Clip and step; False (and no step) when a gradient is not finite outside fp16 scaling."""
     scaler.unscale_(optimizer)
+    stepped = True
     if max_grad_norm > 0:
         grads = [p for p in model.parameters() if p.grad is not None]
         # foreach: one fused norm over all gradients instead of a hundred small ones
-        torch.nn.utils.clip_grad_norm_(grads, max_grad_norm, foreach=True)
-    scaler.step(optimizer)
-    scaler.update()
+        norm = torch.nn.utils.clip_grad_norm_(grads, max_grad_norm, foreach=True)
+        # fp16's scaler skips such steps itself and lowers its scale; elsewhere they are an error
+        stepped = scaler.is_enabled() or bool(torch.isfinite(norm))
+    if stepped:
+        scaler.step(optimizer)
+        scaler.update()
     optimizer.zero_grad(set_to_none=True)
+    return stepped
 
 
 def _seed_everything(seed: int) -> None:

@@ -113,6 +113,16 @@ def write_rows(path: Path, rows: list[dict]) -> Path:
 
 
 @pytest.fixture
+def offline_env(tmp_path, monkeypatch) -> None:
+    """No download can leave the machine; no data dir or mirror from the environment applies;
+    the cache is in the test's own folder."""
+    monkeypatch.setenv("BERTFIT_OFFLINE", "1")
+    monkeypatch.setenv("BERTFIT_CACHE", str(tmp_path / "cache"))
+    for name in ("BERTFIT_DATA_DIR", "BERTFIT_DATA_MIRROR", "BERTFIT_DEBUG"):
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture
 def cache_env(tmp_path, monkeypatch) -> Path:
     """Keep the tokenisation cache inside the test's own folder."""
     cache = tmp_path / "cache"

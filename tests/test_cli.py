@@ -337,7 +337,7 @@ def test_command_table_and_help_stay_in_sync():
                 else "--" + field.name.replace("_", "-")
             )
             assert flag in help_text, (name, flag)
-    assert "(default: 128)" in sub.choices["train"].format_help()
+    assert "(default: 32)" in sub.choices["train"].format_help()  # --batch-size
 
 
 def test_layer_lr_decay_groups(tiny_bert):

@@ -24,13 +24,7 @@ NLI = ("entailment", "neutral", "contradiction")
 FAST = ["--epochs", "1", "--batch-size", "8", "--max-length", "32", "--no-progress", "--seed", "1"]
 
 
-@pytest.fixture(autouse=True)
-def no_outside_world(tmp_path, monkeypatch):
-    """No download can leave the machine, no mirror or data dir from the environment applies."""
-    monkeypatch.setenv("BERTFIT_OFFLINE", "1")
-    monkeypatch.setenv("BERTFIT_CACHE", str(tmp_path / "cache"))
-    for name in ("BERTFIT_DATA_DIR", "BERTFIT_DATA_MIRROR", "BERTFIT_DEBUG"):
-        monkeypatch.delenv(name, raising=False)
+pytestmark = pytest.mark.usefixtures("offline_env")
 
 
 # ---- generated corpora, in their published layout ----------------------------------------------

@@ -1,0 +1,272 @@
+"""Resumable checkpoints: everything a run needs to continue exactly where it stopped.
+
+A checkpoint is a folder ``checkpoint-<step>`` in the run directory: the model in the same format
+as a finished run (so ``predict --checkpoint`` can use it), the optimizer, scheduler and gradient
+scaler states, every random generator, the epoch's batch order and position, and the counters and
+metrics so far. It is written under a temporary name and renamed when complete, so a crash or a
+full disk in the middle leaves the previous checkpoint as it was.
+
+Only ``torch.load(weights_only=True)`` reads these files back: nothing is unpickled.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import random
+import re
+import shutil
+import signal
+import tempfile
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .errors import ModelError
+from .files import write_json
+
+PREFIX = "checkpoint-"
+STATE = "trainer_state.json"
+_NAME = re.compile(rf"^{PREFIX}(\d+)$")
+
+
+@dataclass
+class Checkpoint:
+    """A complete checkpoint folder and its trainer state."""
+
+    path: Path
+    step: int
+    state: dict
+
+
+def list_checkpoints(run_dir: str | os.PathLike) -> list[Checkpoint]:
+    """The complete checkpoints of a run, oldest first (temporary folders are not listed)."""
+    found = []
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        return found
+    for path in run_dir.iterdir():
+        match = _NAME.match(path.name)
+        if not (match and (path / STATE).is_file()):
+            continue
+        try:
+            state = json.loads((path / STATE).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue  # damaged by hand; the others still count
+        found.append(Checkpoint(path, int(match.group(1)), state))
+    return sorted(found, key=lambda c: c.step)
+
+
+def last_checkpoint(run_dir: str | os.PathLike) -> Checkpoint | None:
+    checkpoints = list_checkpoints(run_dir)
+    return checkpoints[-1] if checkpoints else None
+
+
+def best_checkpoint(run_dir: str | os.PathLike) -> Checkpoint | None:
+    """The checkpoint with the best dev score among those saved right after an evaluation."""
+    scored = [c for c in list_checkpoints(run_dir) if c.state.get("dev_score") is not None]
+    if not scored:
+        return None
+    return max(scored, key=lambda c: (c.state["dev_score"], -c.step))
+
+
+def find_checkpoint(run_dir: str | os.PathLike, which: str) -> Checkpoint:
+    """``best``, ``last``, a step number or a folder name: the checkpoint ``--checkpoint`` names."""
+    checkpoints = list_checkpoints(run_dir)
+    if not checkpoints:
+        raise ModelError(f"{run_dir}: has no complete checkpoint")
+    if which == "last":
+        return checkpoints[-1]
+    if which == "best":
+        return best_checkpoint(run_dir) or checkpoints[-1]
+    step = which.removeprefix(PREFIX)
+    for checkpoint in checkpoints:
+        if step.isdigit() and checkpoint.step == int(step):
+            return checkpoint
+    names = ", ".join(c.path.name for c in checkpoints)
+    raise ModelError(f"{run_dir}: no checkpoint {which!r}; choose best, last or one of {names}")
+
+
+def remove_stale_temporaries(run_dir: Path) -> None:
+    """Delete half-written checkpoint folders a killed run left behind."""
+    for path in run_dir.glob(f".{PREFIX}*.tmp"):
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def save_checkpoint(
+    run_dir: Path,
+    step: int,
+    write_model,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    scaler: torch.amp.GradScaler,
+    state: dict,
+    order: list[list[int]],
+) -> Path:
+    """Write ``checkpoint-<step>`` completely under a temporary name, then rename it into place.
+
+    ``write_model(folder)`` writes the model; ``order`` is the current epoch's batch order.
+    """
+    final = run_dir / f"{PREFIX}{step}"
+    tmp = Path(tempfile.mkdtemp(prefix=f".{PREFIX}{step}.", suffix=".tmp", dir=run_dir))
+    try:
+        write_model(tmp)
+        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+        torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
+        torch.save(scaler.state_dict(), tmp / "scaler.pt")
+        torch.save(rng_state(), tmp / "rng.pt")
+        torch.save(_order_tensors(order), tmp / "sampler.pt")
+        write_json(tmp / STATE, state)
+        _sync_folder(tmp)
+        if final.exists():  # the same step saved again (after a resume): the new one replaces it
+            old = final.with_name(f".{final.name}.old.tmp")
+            os.replace(final, old)
+            os.replace(tmp, final)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, final)
+        _fsync_dir(run_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return final
+
+
+def load_training_state(path: Path, optimizer, scheduler, scaler) -> list[list[int]]:
+    """Restore optimizer, scheduler and scaler from a checkpoint; returns its batch order."""
+    optimizer.load_state_dict(_load(path / "optimizer.pt"))
+    scheduler.load_state_dict(_load(path / "scheduler.pt"))
+    scaler_state = _load(path / "scaler.pt")
+    if scaler_state:
+        scaler.load_state_dict(scaler_state)
+    return _order_lists(_load(path / "sampler.pt"))
+
+
+def restore_rng(path: Path) -> None:
+    """Put every random generator back as it was when the checkpoint was written."""
+    state = _load(path / "rng.pt")
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    numpy = state["numpy"]
+    np.random.set_state(
+        (
+            numpy["kind"],
+            numpy["keys"].numpy().astype(np.uint32),
+            numpy["pos"],
+            numpy["has_gauss"],
+            numpy["cached_gaussian"],
+        )
+    )
+    torch.set_rng_state(state["torch"])
+    if state.get("cuda") and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def rng_state() -> dict:
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    state = {
+        "python": random.getstate(),
+        "numpy": {
+            "kind": kind,
+            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "cached_gaussian": float(cached),
+        },
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def prune_checkpoints(run_dir: Path, keep: int) -> None:
+    """Keep the last ``keep`` checkpoints and the best one; delete the rest, oldest first."""
+    checkpoints = list_checkpoints(run_dir)
+    best = best_checkpoint(run_dir)
+    for checkpoint in checkpoints[: max(0, len(checkpoints) - keep)]:
+        if best is None or checkpoint.path != best.path:
+            shutil.rmtree(checkpoint.path, ignore_errors=True)
+
+
+def _load(path: Path):
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise ModelError(f"{path}: missing; this checkpoint is incomplete") from None
+    except Exception as err:  # torch raises many kinds for a damaged file
+        raise ModelError(f"{path}: cannot be read ({type(err).__name__}: {err})") from None
+
+
+def _order_tensors(order: list[list[int]]) -> dict[str, torch.Tensor]:
+    flat = [i for batch in order for i in batch]
+    return {
+        "indices": torch.tensor(flat, dtype=torch.int64),
+        "sizes": torch.tensor([len(batch) for batch in order], dtype=torch.int64),
+    }
+
+
+def _order_lists(stored: dict[str, torch.Tensor]) -> list[list[int]]:
+    flat = stored["indices"].tolist()
+    order, start = [], 0
+    for size in stored["sizes"].tolist():
+        order.append(flat[start : start + size])
+        start += size
+    return order
+
+
+def _sync_folder(folder: Path) -> None:
+    """Flush every file to disk before the rename makes the folder visible as complete."""
+    for path in folder.rglob("*"):
+        if path.is_file():
+            with open(path, "rb") as handle:
+                os.fsync(handle.fileno())
+    _fsync_dir(folder)
+
+
+def _fsync_dir(folder: Path) -> None:
+    with contextlib.suppress(OSError):  # not every file system lets a directory be fsynced
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+class StopSignals:
+    """Turn the first SIGINT/SIGTERM into a request to stop at the next step boundary.
+
+    The loop checks ``requested`` after each optimizer step, saves a checkpoint and stops. A
+    second Ctrl-C quits at once (the last complete checkpoint stays valid).
+    """
+
+    def __init__(self, on_request=None) -> None:
+        self.requested: int | None = None
+        self._previous: dict[int, Any] = {}
+        self._on_request = on_request
+
+    def __enter__(self) -> StopSignals:
+        if threading.current_thread() is threading.main_thread():
+            for number in (signal.SIGINT, signal.SIGTERM):
+                self._previous[number] = signal.signal(number, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for number, handler in self._previous.items():
+            signal.signal(number, handler)
+
+    def _handle(self, number: int, frame) -> None:
+        if self.requested is not None and number == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.requested = number
+        if self._on_request is not None:
+            self._on_request(number)
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + int(self.requested or signal.SIGINT)
