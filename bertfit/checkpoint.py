@@ -32,6 +32,7 @@ from .files import write_json
 
 PREFIX = "checkpoint-"
 STATE = "trainer_state.json"
+BEST = "best_model"  # the run's best model as it was when the checkpoint was saved
 _NAME = re.compile(rf"^{PREFIX}(\d+)$")
 
 
@@ -116,6 +117,7 @@ def save_checkpoint(
     tmp = Path(tempfile.mkdtemp(prefix=f".{PREFIX}{step}.", suffix=".tmp", dir=run_dir))
     try:
         write_model(tmp)
+        _keep_best_model(run_dir, [p.name for p in tmp.iterdir() if p.is_file()], tmp / BEST)
         torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
         torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
         torch.save(scaler.state_dict(), tmp / "scaler.pt")
@@ -145,6 +147,45 @@ def load_training_state(path: Path, optimizer, scheduler, scaler) -> list[list[i
     if scaler_state:
         scaler.load_state_dict(scaler_state)
     return _order_lists(_load(path / "sampler.pt"))
+
+
+def restore_best_model(path: Path, run_dir: Path) -> None:
+    """Put back the run's best model as it was at the checkpoint.
+
+    A run killed after the checkpoint may have saved a newer best model, which the resumed run
+    might not reach again (on hardware that is not bit-deterministic); the best model must match
+    the resumed run's own record of it.
+    """
+    kept = path / BEST
+    if not kept.is_dir():
+        return
+    for item in kept.iterdir():
+        target = run_dir / item.name
+        if target.exists() and os.path.samefile(item, target):
+            continue
+        fd, tmp = tempfile.mkstemp(prefix=f".{item.name}.", suffix=".tmp", dir=run_dir)
+        os.close(fd)
+        try:
+            shutil.copyfile(item, tmp)
+            os.replace(tmp, target)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
+
+
+def _keep_best_model(run_dir: Path, names: list[str], folder: Path) -> None:
+    """Hard-link the run's current best model files into the checkpoint: no extra space until a
+    better model replaces them (each save renames new files into place, never rewrites)."""
+    present = [name for name in names if (run_dir / name).is_file()]
+    if not present:
+        return  # no evaluation has saved a best model yet
+    folder.mkdir()
+    for name in present:
+        try:
+            os.link(run_dir / name, folder / name)
+        except OSError:  # a file system without hard links
+            shutil.copyfile(run_dir / name, folder / name)
 
 
 def restore_rng(path: Path) -> None:

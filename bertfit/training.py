@@ -37,6 +37,7 @@ from .checkpoint import (
     load_training_state,
     prune_checkpoints,
     remove_stale_temporaries,
+    restore_best_model,
     restore_rng,
     save_checkpoint,
 )
@@ -843,8 +844,11 @@ def fit(
         order = load_training_state(resume.path, optimizer, scheduler, scaler)
         state = resume.state
         _rewrite_history(output, state)
+        restore_best_model(resume.path, output)
     log_every = max(1, total_steps(len(trainee.lengths), config) // 200)
-    board = open_tensorboard(output) if config.tensorboard else None
+    board = None
+    if config.tensorboard:  # a resumed run drops the events logged after its checkpoint
+        board = open_tensorboard(output, state["step"] + 1 if resume is not None else None)
     pending_steps: list[dict] = []
     accuracy = False  # whether batch_loss counts right predictions (classifiers)
 
@@ -1106,9 +1110,9 @@ def _tensorboard_writer_class():
     return SummaryWriter
 
 
-def open_tensorboard(output: Path):
+def open_tensorboard(output: Path, purge_step: int | None = None):
     """A TensorBoard writer into ``output/tensorboard`` (the same scalars as the report)."""
-    return _tensorboard_writer_class()(str(output / "tensorboard"))
+    return _tensorboard_writer_class()(str(output / "tensorboard"), purge_step=purge_step)
 
 
 def _train_stats(state: dict, accuracy: bool) -> dict:

@@ -203,6 +203,43 @@ def test_signal_saves_a_checkpoint_and_exits_with_advice(data, tiny_bert, refere
     assert_same_run(reference, out)
 
 
+def test_resume_puts_back_the_best_model_of_its_checkpoint(data, reference, tmp_path):
+    """A best model saved after the last checkpoint (by a run then killed) is replaced by the one
+    the checkpoint knew, so the finished run's model matches its own record."""
+    import shutil
+
+    from safetensors.torch import save_file
+
+    run = tmp_path / "run"
+    shutil.copytree(reference, run)
+    (run / "results.json").unlink()
+    last = list_checkpoints(run)[-1]
+    assert (last.path / "best_model" / "model.safetensors").is_file()
+    save_file({k: v * 0 for k, v in weights(reference).items()}, run / "model.safetensors")
+    resumed = run_cli(["train", "--resume", str(run), "--no-progress"], data)
+    assert resumed.returncode == 0, resumed.stderr
+    assert (run / "model.safetensors").read_bytes() == (
+        reference / "model.safetensors"
+    ).read_bytes()
+    results = [json.loads((r / "results.json").read_text()) for r in (reference, run)]
+    assert results[0]["dev_ci"] == results[1]["dev_ci"]
+
+
+def test_tensorboard_drops_the_events_logged_after_the_checkpoint(data, tiny_bert):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out = data["root"] / "board"
+    args = train_args(data, tiny_bert, out, "--tensorboard", "--eval-steps", "4", "--epochs", "2")
+    killed = run_cli(args, data, kill=(18, "SIGKILL"))  # evaluated at 16, after checkpoint-15
+    assert killed.returncode == -signal.SIGKILL
+    resumed = run_cli(["train", "--resume", str(out), "--no-progress"], data)
+    assert resumed.returncode == 0, resumed.stderr
+    board = EventAccumulator(str(out / "tensorboard"))
+    board.Reload()
+    steps = [event.step for event in board.Scalars("dev/accuracy")]
+    assert steps == [4, 8, 12, 13, 16, 20, 24, 26]
+
+
 def test_resume_of_a_finished_run_does_nothing(data, reference):
     before = (reference / "results.json").read_bytes()
     done = run_cli(["train", "--resume", str(reference), "--no-progress"], data)
