@@ -1202,11 +1202,16 @@ def _precision_name(dtype: torch.dtype | None) -> str:
 def _check_output_dir(output: Path, overwrite: bool) -> None:
     if output.exists() and not output.is_dir():
         raise ConfigError(f"--output {output}: exists and is not a directory")
-    if output.is_dir() and any(output.iterdir()):
-        if not overwrite:
+    if output.is_dir() and any(output.iterdir()) and not overwrite:
+        last = last_checkpoint(output)
+        if last is not None and not (output / RESULTS).is_file():
             raise ConfigError(
-                f"--output {output}: directory exists and is not empty; pass --overwrite to replace it"
+                f"--output {output}: an unfinished run with {last.path.name}; continue it with "
+                f"--resume auto (or bertfit train --resume {output}), or pass --overwrite to start again"
             )
+        raise ConfigError(
+            f"--output {output}: directory exists and is not empty; pass --overwrite to replace it"
+        )
 
 
 def _start_run_dir(output: Path, config: TrainConfig, encoder: Encoder, data: TrainingData) -> None:

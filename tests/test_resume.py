@@ -197,6 +197,9 @@ def test_signal_saves_a_checkpoint_and_exits_with_advice(data, tiny_bert, refere
     assert f"bertfit train --resume {out}" in last
     assert "Traceback" not in stopped.stderr
     assert [c.step for c in list_checkpoints(out)][-1] == 17
+    again = run_cli(args, data)  # the same command without --resume says how to continue
+    assert again.returncode == 2
+    assert "an unfinished run with checkpoint-17; continue it with --resume auto" in again.stderr
     # the same command again with --resume auto picks it up
     resumed = run_cli([*args, "--resume", "auto"], data)
     assert resumed.returncode == 0, resumed.stderr
