@@ -20,6 +20,14 @@ def _f(default: Any, help: str, **meta: Any) -> Any:
     return field(default=default, metadata={"help": help, **meta})
 
 
+def _checkpoint_field() -> Any:
+    """``--checkpoint`` of the commands that load a trained run."""
+    return _f(
+        None,
+        "use a checkpoint of the run instead of its final model: best, last or a step (works on an unfinished run)",
+    )
+
+
 def _problems_common(cfg: Any) -> list[str]:
     problems = []
     if getattr(cfg, "batch_size", 1) < 1:
@@ -258,10 +266,7 @@ class EvaluateConfig:
         "run directory written by 'bertfit train', or with --objective cosine any encoder (default, a folder, a hub name)",
         positional=True,
     )
-    checkpoint: str | None = _f(
-        None,
-        "use a checkpoint of the run instead of its final model: best, last or a step (works on an unfinished run)",
-    )
+    checkpoint: str | None = _checkpoint_field()
     data: str | None = _f(None, "labelled file to score (or use --task)")
     objective: Literal["cosine"] | None = _f(
         None,
@@ -335,10 +340,7 @@ class ExplainConfig:
     """Why a classifier decided: word scores by [CLS] attention and by integrated gradients."""
 
     run_dir: str = _f(None, "run directory written by 'bertfit train'", positional=True)
-    checkpoint: str | None = _f(
-        None,
-        "use a checkpoint of the run instead of its final model: best, last or a step (works on an unfinished run)",
-    )
+    checkpoint: str | None = _checkpoint_field()
     text: str | None = _f(None, "the text to explain")
     pair: str | None = _f(None, "the second text, for a pair task")
     input: str | None = _f(
@@ -461,10 +463,7 @@ class PredictConfig:
     """Predict labels with a trained run: one text from the command line, or a whole file."""
 
     run_dir: str = _f(None, "run directory written by 'bertfit train'", positional=True)
-    checkpoint: str | None = _f(
-        None,
-        "use a checkpoint of the run instead of its final model: best, last or a step (works on an unfinished run)",
-    )
+    checkpoint: str | None = _checkpoint_field()
     text: str | None = _f(None, "one text to classify")
     pair: str | None = _f(None, "the second text, for a pair task, with --text")
     input: str | None = _f(None, "file of inputs (.csv/.tsv/.jsonl, .gz too)")
