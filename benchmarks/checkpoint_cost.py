@@ -18,14 +18,19 @@ from pathlib import Path
 
 import torch
 
-from bertfit.checkpoint import list_checkpoints, load_training_state, restore_rng, save_checkpoint
-from bertfit.config import TrainConfig
-from bertfit.data import Columns, label_targets, read_examples
-from bertfit.encoders import resolve_encoder
-from bertfit.model import build_classifier, freeze, load_tokenizer, save_classifier
-from bertfit.packing import collate, pack_texts
+from bertfit.config.commands import TrainConfig
+from bertfit.data.packing import collate, pack_texts
+from bertfit.data.readers import Columns, label_targets, read_examples
+from bertfit.models.classifier import build_classifier, freeze, load_tokenizer, save_classifier
+from bertfit.models.encoders import resolve_encoder
 from bertfit.runtime import autocast, pick_precision, set_threads
-from bertfit.training import (
+from bertfit.training.checkpoint import (
+    list_checkpoints,
+    load_training_state,
+    restore_rng,
+    save_checkpoint,
+)
+from bertfit.training.run import (
     encoder_defaults,
     linear_schedule,
     load_weights,

@@ -30,11 +30,11 @@ def main() -> None:
     from sentence_transformers import SentenceTransformer
     from sentence_transformers.evaluation import EmbeddingSimilarityEvaluator
 
-    from bertfit.commands import evaluate
-    from bertfit.config import EvaluateConfig
-    from bertfit.embed import load_embedder
+    from bertfit.config.commands import EvaluateConfig
+    from bertfit.data.tasks import get_task, read_split
     from bertfit.runtime import set_threads
-    from bertfit.tasks import get_task, read_split
+    from bertfit.serve.commands import evaluate
+    from bertfit.serve.embed import load_embedder
 
     set_threads(None)
     glue = Path(args.data) / "glue"

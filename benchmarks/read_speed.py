@@ -62,11 +62,11 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=550152)
     args = parser.parse_args()
 
-    from bertfit.encoders import resolve_encoder
-    from bertfit.model import load_tokenizer
-    from bertfit.packing import pack_texts
+    from bertfit.data.packing import pack_texts
+    from bertfit.data.tasks import get_task, read_split
+    from bertfit.models.classifier import load_tokenizer
+    from bertfit.models.encoders import resolve_encoder
     from bertfit.runtime import set_threads
-    from bertfit.tasks import get_task, read_split
 
     set_threads(None)
     with tempfile.TemporaryDirectory() as tmp:

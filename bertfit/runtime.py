@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from .errors import ConfigError
+from bertfit.errors import ConfigError
 
 
 def pick_device(spec: str = "auto") -> torch.device:

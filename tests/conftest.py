@@ -202,7 +202,7 @@ class FileServer:
 @pytest.fixture
 def server(monkeypatch):
     """A FileServer on 127.0.0.1 for the test; no proxy, no mirror in the environment."""
-    from bertfit.download import MIRROR_ENV
+    from bertfit.data.download import MIRROR_ENV
 
     # A proxy in the environment must not intercept 127.0.0.1.
     monkeypatch.setenv("no_proxy", "*")

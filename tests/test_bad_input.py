@@ -22,8 +22,8 @@ import numpy as np
 import pytest
 import torch
 
-from bertfit.cli import main
-from bertfit.data import Columns, read_examples
+from bertfit.cli.main import main
+from bertfit.data.readers import Columns, read_examples
 from tests.conftest import FILLER, MARKER, WORDS, marker_rows, write_rows
 
 FAST = ["--epochs", "1", "--batch-size", "8", "--max-length", "32", "--no-progress", "--seed", "1"]
@@ -577,7 +577,7 @@ def test_weights_of_another_model_fail_in_one_line(tiny_bert, tmp_path, capsys):
 
 def write_d2l(folder: Path) -> Path:
     """A small checkpoint in the book's layout: vocab.json and pretrained.params."""
-    from bertfit.d2l import D2L_SPECIAL, D2LBertForSequenceClassification, D2LConfig
+    from bertfit.models.d2l import D2L_SPECIAL, D2LBertForSequenceClassification, D2LConfig
 
     vocab = [*D2L_SPECIAL, *WORDS]
     config = D2LConfig(len(vocab), 32, 64, 1, 2, 64)
@@ -882,7 +882,7 @@ def test_d2l_zip_with_a_path_traversal_member_is_refused(tmp_path, capsys):
 
 def test_a_pickle_in_the_packing_cache_is_never_unpickled(tokenizers_for_cache, tmp_path):
     """A cache entry is read with allow_pickle=False: an object array is a damaged entry, rebuilt."""
-    from bertfit.packing import cache_key, pack_cached, pack_texts
+    from bertfit.data.packing import cache_key, pack_cached, pack_texts
 
     tok = tokenizers_for_cache
     texts, marker = ["great movie", "awful film"], tmp_path / "unpickled"
@@ -899,8 +899,8 @@ def test_a_pickle_in_the_packing_cache_is_never_unpickled(tokenizers_for_cache, 
 
 @pytest.fixture
 def tokenizers_for_cache(tiny_bert):
-    from bertfit.encoders import Encoder
-    from bertfit.model import load_tokenizer
+    from bertfit.models.classifier import load_tokenizer
+    from bertfit.models.encoders import Encoder
 
     return load_tokenizer(Encoder("hf", tiny_bert, "tiny"))
 

@@ -10,8 +10,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from bertfit.biencoder import contrastive_loss, cosine_loss
-from bertfit.cli import main
+from bertfit.cli.main import main
+from bertfit.models.biencoder import contrastive_loss, cosine_loss
 from tests.conftest import FILLER, write_rows
 from tests.test_cli import FAST
 
@@ -111,7 +111,7 @@ def test_trained_run_loads_in_sentence_transformers_with_the_same_embeddings(
 ):
     from sentence_transformers import SentenceTransformer
 
-    from bertfit.embed import load_embedder
+    from bertfit.serve.embed import load_embedder
 
     train = write_rows(tmp_path / "train.csv", pair_rows(100, 2, "cosine"))
     out = tmp_path / "run"

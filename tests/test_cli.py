@@ -9,7 +9,7 @@ import sys
 import pytest
 import torch
 
-from bertfit.cli import COMMANDS, build_parser, main
+from bertfit.cli.main import COMMANDS, build_parser, main
 from tests.conftest import marker_rows, write_rows
 
 FAST = [
@@ -194,7 +194,7 @@ def test_pair_task_end_to_end(tiny_bert, tmp_path, cache_env, capsys):
 
 
 def test_d2l_checkpoint_trains_through_the_same_pipeline(tmp_path, cache_env):
-    from bertfit.d2l import D2LBertForSequenceClassification, D2LConfig
+    from bertfit.models.d2l import D2LBertForSequenceClassification, D2LConfig
     from tests.conftest import WORDS
 
     vocab = ["<unk>", "<pad>", "<mask>", "<cls>", "<sep>", *WORDS]
@@ -341,9 +341,9 @@ def test_command_table_and_help_stay_in_sync():
 
 
 def test_layer_lr_decay_groups(tiny_bert):
-    from bertfit.encoders import resolve_encoder
-    from bertfit.model import build_classifier
-    from bertfit.training import make_optimizer
+    from bertfit.models.classifier import build_classifier
+    from bertfit.models.encoders import resolve_encoder
+    from bertfit.training.run import make_optimizer
 
     model = build_classifier(resolve_encoder(str(tiny_bert)), ["a", "b"])
     optimizer = make_optimizer(model, 1e-3, 0.01, torch.device("cpu"), layer_decay=0.5)

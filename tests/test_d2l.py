@@ -11,7 +11,8 @@ import pytest
 import torch
 from torch import nn
 
-from bertfit.d2l import (
+from bertfit.errors import ModelError
+from bertfit.models.d2l import (
     D2LBertForSequenceClassification,
     D2LConfig,
     D2LTokenizer,
@@ -20,7 +21,6 @@ from bertfit.d2l import (
     load_d2l_model,
     save_d2l_model,
 )
-from bertfit.errors import ModelError
 
 # ---------------------------------------------------------------------------------------------
 # Reference: the book's module structure (d2l/torch.py, PyTorch edition, the version with explicit

@@ -2,7 +2,13 @@ import gzip
 
 import pytest
 
-from bertfit.data import Columns, check_known_labels, label_set, read_examples, stratified_split
+from bertfit.data.readers import (
+    Columns,
+    check_known_labels,
+    label_set,
+    read_examples,
+    stratified_split,
+)
 from bertfit.errors import DataError
 
 

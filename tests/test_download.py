@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from bertfit import download as dl
+import bertfit.data.download as dl
 from bertfit.errors import DataError
 from tests.conftest import sha, tar_bytes, zip_bytes
 

@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from bertfit.cli import main
-from bertfit.embed import (
+from bertfit.cli.main import main
+from bertfit.errors import ModelError
+from bertfit.serve.embed import (
     Pooling,
     load_embedder,
     pool,
@@ -17,7 +18,6 @@ from bertfit.embed import (
     top_k,
     write_sentence_transformers_files,
 )
-from bertfit.errors import ModelError
 from tests.conftest import write_rows
 
 

@@ -3,8 +3,8 @@ import shutil
 import pytest
 import torch
 
-from bertfit.encoders import DEFAULT_SHA256, default_encoder, resolve_encoder, sha256_file
 from bertfit.errors import ModelError
+from bertfit.models.encoders import DEFAULT_SHA256, default_encoder, resolve_encoder, sha256_file
 
 
 def test_default_encoder_is_verified():
@@ -44,7 +44,7 @@ def test_pytorch_bin_folder_loads_with_weights_only(tiny_bert, tmp_path):
     import torch
     from safetensors.torch import load_file
 
-    from bertfit.model import build_classifier
+    from bertfit.models.classifier import build_classifier
 
     folder = tmp_path / "bin-model"
     folder.mkdir()
@@ -69,8 +69,8 @@ def test_half_precision_checkpoint_trains_in_float32(tiny_bert, tmp_path):
 
     from transformers import BertModel
 
-    from bertfit.encoders import resolve_encoder
-    from bertfit.model import build_classifier
+    from bertfit.models.classifier import build_classifier
+    from bertfit.models.encoders import resolve_encoder
 
     half = tmp_path / "half"
     shutil.copytree(tiny_bert, half)

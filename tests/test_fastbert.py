@@ -1,8 +1,8 @@
 import torch
 
-from bertfit.encoders import resolve_encoder
-from bertfit.fastbert import lean_logits, supports_lean_forward, training_forward
-from bertfit.model import FastDropout, build_classifier, use_fast_dropout
+from bertfit.models.classifier import FastDropout, build_classifier, use_fast_dropout
+from bertfit.models.encoders import resolve_encoder
+from bertfit.models.fastbert import lean_logits, supports_lean_forward, training_forward
 
 
 def padded_batch():
@@ -40,7 +40,7 @@ def test_lean_forward_trains_with_dropout_and_gradients(tiny_bert):
 
 
 def test_other_models_use_their_own_forward():
-    from bertfit.d2l import D2LBertForSequenceClassification, D2LConfig
+    from bertfit.models.d2l import D2LBertForSequenceClassification, D2LConfig
 
     model = D2LBertForSequenceClassification(
         D2LConfig(
@@ -70,7 +70,7 @@ def test_cpu_dropout_attention_path_is_exact_when_nothing_is_dropped(tiny_bert, 
         FastDropout, "drop_mask", lambda self, x: torch.zeros_like(x, dtype=torch.bool)
     )
     monkeypatch.setattr(FastDropout, "forward", lambda self, x: x)
-    import bertfit.fastbert as fb
+    import bertfit.models.fastbert as fb
 
     calls = []
     real = fb._attention
@@ -89,7 +89,7 @@ def test_cpu_dropout_attention_path_is_exact_when_nothing_is_dropped(tiny_bert, 
 def test_lean_hidden_matches_bert_model(tiny_bert):
     from transformers import BertModel
 
-    from bertfit.fastbert import lean_hidden, supports_lean_encoder
+    from bertfit.models.fastbert import lean_hidden, supports_lean_encoder
 
     bert = BertModel.from_pretrained(tiny_bert, add_pooling_layer=False).eval()
     assert supports_lean_encoder(bert)

@@ -20,10 +20,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bertfit.config import TRUNCATIONS
-from bertfit.data import Columns, Examples, read_examples
+from bertfit.config.commands import TRUNCATIONS
+from bertfit.data.packing import collate, pack_texts, truncate_pair
+from bertfit.data.readers import Columns, Examples, read_examples
 from bertfit.errors import BertfitError, ConfigError
-from bertfit.packing import collate, pack_texts, truncate_pair
 from tests.conftest import WORDS
 
 FUZZ = settings(
@@ -227,9 +227,9 @@ any_texts = st.one_of(short_texts, short_texts, long_texts)
 @pytest.fixture(scope="module")
 def tokenizers(tiny_bert):
     """The tiny BERT's own tokenizer as training loads it, and a d2l word tokenizer."""
-    from bertfit.d2l import D2L_SPECIAL, D2LTokenizer
-    from bertfit.encoders import Encoder
-    from bertfit.model import load_tokenizer
+    from bertfit.models.classifier import load_tokenizer
+    from bertfit.models.d2l import D2L_SPECIAL, D2LTokenizer
+    from bertfit.models.encoders import Encoder
 
     return {
         "hf": load_tokenizer(Encoder("hf", tiny_bert, "tiny")),

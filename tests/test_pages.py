@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bertfit.cli import main
+from bertfit.cli.main import main
 from tests.test_cli import single_run  # noqa: F401  (the shared trained tiny run)
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -120,7 +120,7 @@ def test_run_report_has_every_part_and_renders(single_run, tmp_path):  # noqa: F
 
 
 def test_calibration_error_on_exact_numbers():
-    from bertfit.report import expected_calibration_error
+    from bertfit.report.page import expected_calibration_error
 
     # bin 0.9-1.0: confidence 0.95, all right -> gap 0.05; bin 0.6-0.7: 0.65, half right -> 0.15
     ece, table = expected_calibration_error([0.95, 0.95, 0.65, 0.65], [1, 1, 1, 0])
@@ -175,7 +175,7 @@ def test_compare_two_runs_page_and_paired_test(single_run, tiny_bert, tmp_path, 
 
 
 def test_paired_bootstrap_on_known_cases():
-    from bertfit.evaluation import classification_metrics, paired_bootstrap
+    from bertfit.evaluation.metrics import classification_metrics, paired_bootstrap
 
     rng = np.random.default_rng(0)
     y = rng.integers(0, 2, 400)

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from bertfit.cli import main
-from bertfit.data import Columns, label_targets, read_examples, stratify_keys
+from bertfit.cli.main import main
+from bertfit.data.readers import Columns, label_targets, read_examples, stratify_keys
 from bertfit.errors import DataError
-from bertfit.evaluation import (
+from bertfit.evaluation.metrics import (
     multilabel_metrics,
     pearson,
     regression_metrics,
@@ -56,7 +56,7 @@ def test_multilabel_metrics_and_thresholds():
 
 def test_bootstrap_interval_covers_the_true_rate():
     """In a simulation with a known accuracy of 0.8, about 95% of the intervals contain it."""
-    from bertfit.evaluation import bootstrap_intervals, classification_metrics
+    from bertfit.evaluation.metrics import bootstrap_intervals, classification_metrics
 
     rng = np.random.default_rng(0)
     covered, trials, n = 0, 100, 300

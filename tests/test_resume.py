@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 from safetensors.torch import load_file
 
-from bertfit.checkpoint import find_checkpoint, list_checkpoints, load_training_state
-from bertfit.cli import main
+from bertfit.cli.main import main
+from bertfit.training.checkpoint import find_checkpoint, list_checkpoints, load_training_state
 from tests.conftest import marker_rows, write_rows
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -27,8 +27,8 @@ ROOT = Path(__file__).resolve().parent.parent
 # Sends `how` to itself right after optimizer step `at`, then runs the CLI with the rest of argv.
 DRIVER = """
 import os, signal, sys
-import bertfit.training as training
-from bertfit.cli import main
+import bertfit.training.run as training
+from bertfit.cli.main import main
 
 at, how = int(sys.argv[1]), getattr(signal, sys.argv[2])
 original, count = training.optimizer_step, [0]
@@ -153,7 +153,7 @@ def test_checkpoints_are_complete_and_pruned(reference):
 
 
 def test_pruning_keeps_the_last_k_and_the_best(tmp_path):
-    from bertfit.checkpoint import best_checkpoint, prune_checkpoints
+    from bertfit.training.checkpoint import best_checkpoint, prune_checkpoints
 
     for step, score in [(5, 0.6), (10, None), (13, 0.9), (15, None), (20, 0.7), (26, 0.8)]:
         folder = tmp_path / f"checkpoint-{step}"
@@ -272,7 +272,7 @@ def test_predict_and_evaluate_take_a_checkpoint(data, reference, capsys):
 
 
 def small_config(data: dict, model: Path, output: Path, **changes):
-    from bertfit.config import TrainConfig
+    from bertfit.config.commands import TrainConfig
 
     base = dict(
         train=str(data["train"]),
@@ -295,7 +295,7 @@ def test_crash_while_saving_keeps_the_previous_checkpoint(
     data, tiny_bert, tmp_path, monkeypatch, cache_env
 ):
     import bertfit
-    import bertfit.checkpoint as checkpoint
+    import bertfit.training.checkpoint as checkpoint
 
     real, calls = checkpoint.rng_state, []
 
@@ -323,7 +323,7 @@ def test_crash_while_saving_keeps_the_previous_checkpoint(
 def test_full_disk_is_reported_and_the_last_checkpoint_stays(
     data, tiny_bert, tmp_path, monkeypatch, cache_env, capsys
 ):
-    import bertfit.checkpoint as checkpoint
+    import bertfit.training.checkpoint as checkpoint
 
     real, calls = checkpoint.rng_state, []
 
@@ -350,9 +350,9 @@ def test_full_disk_is_reported_and_the_last_checkpoint_stays(
 def _fresh_training_objects(model_dir: Path):
     import torch
 
-    from bertfit.encoders import resolve_encoder
-    from bertfit.model import build_classifier
-    from bertfit.training import linear_schedule, make_optimizer
+    from bertfit.models.classifier import build_classifier
+    from bertfit.models.encoders import resolve_encoder
+    from bertfit.training.run import linear_schedule, make_optimizer
 
     model = build_classifier(resolve_encoder(str(model_dir)), ["neg", "pos"])
     optimizer = make_optimizer(model, 1e-3, 0.01, torch.device("cpu"))
@@ -360,7 +360,7 @@ def _fresh_training_objects(model_dir: Path):
 
 
 def _poison_loss(monkeypatch, at: int) -> None:
-    import bertfit.training as training
+    import bertfit.training.run as training
 
     real, calls = training.LOSSES["single_label_classification"], []
 
@@ -402,7 +402,7 @@ def test_skip_nonfinite_skips_the_batch_and_finishes(
 def test_out_of_memory_gives_advice(data, tiny_bert, tmp_path, monkeypatch, cache_env, capsys):
     import torch
 
-    import bertfit.training as training
+    import bertfit.training.run as training
 
     def forward_of(model):
         def forward(**batch):

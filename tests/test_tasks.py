@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from bertfit.cli import main
+from bertfit.cli.main import main
+from bertfit.data.tasks import TASKS, Download, get_task, locate, read_split, split_file
 from bertfit.errors import ConfigError, DataError
-from bertfit.evaluation import REGRESSION
-from bertfit.tasks import TASKS, Download, get_task, locate, read_split, split_file
+from bertfit.evaluation.metrics import REGRESSION
 from tests.conftest import FILLER, MARKER, sha, tar_bytes, zip_bytes
 
 NLI = ("entailment", "neutral", "contradiction")

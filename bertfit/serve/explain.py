@@ -15,8 +15,8 @@ import contextlib
 
 import torch
 
-from .errors import ModelError
-from .predict import Run, softmax
+from bertfit.errors import ModelError
+from bertfit.serve.run import Run, softmax
 
 
 @contextlib.contextmanager
@@ -210,7 +210,7 @@ def render_png(result: dict, path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .files import save_file_atomic
+    from bertfit.files import save_file_atomic
 
     words = [w["word"] for w in result["words"]]
     ig = [w["integrated_gradients"] for w in result["words"]]

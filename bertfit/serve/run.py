@@ -10,10 +10,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from .errors import ModelError
-from .evaluation import MULTI, REGRESSION, SINGLE, sigmoid
-from .packing import Packed, Tokenizer, iterate_batches, pack_texts, sorted_batches
-from .runtime import autocast, pick_device, pick_precision
+from bertfit.data.packing import Packed, Tokenizer, iterate_batches, pack_texts, sorted_batches
+from bertfit.errors import ModelError
+from bertfit.evaluation.metrics import MULTI, REGRESSION, SINGLE, sigmoid
+from bertfit.runtime import autocast, pick_device, pick_precision
 
 RUN_CONFIG = "bertfit.json"
 RESULTS = "results.json"
@@ -150,7 +150,7 @@ class Run:
 
     def explain(self, text: str, pair: str | None = None, steps: int = 50) -> dict:
         """Word scores for one prediction (attention and integrated gradients); see ``explain``."""
-        from .explain import explain
+        from bertfit.serve.explain import explain
 
         return explain(self, text, pair, steps)
 
@@ -176,7 +176,7 @@ def load(run_dir: str | Path, device: str = "auto", checkpoint: str | None = Non
     ``checkpoint`` (best, last, or a step) loads one of the run's checkpoints instead, which
     also works while the run is unfinished.
     """
-    from .model import load_classifier
+    from bertfit.models.classifier import load_classifier
 
     directory = Path(run_dir)
     if not directory.is_dir():
@@ -198,7 +198,7 @@ def load(run_dir: str | Path, device: str = "auto", checkpoint: str | None = Non
         )
     weights = directory
     if checkpoint is not None:
-        from .checkpoint import find_checkpoint
+        from bertfit.training.checkpoint import find_checkpoint
 
         chosen = find_checkpoint(directory, checkpoint)
         weights, results = chosen.path, _checkpoint_results(chosen.state, meta["labels"])
@@ -209,7 +209,7 @@ def load(run_dir: str | Path, device: str = "auto", checkpoint: str | None = Non
 
 
 def _unfinished_message(directory: Path) -> str:
-    from .checkpoint import list_checkpoints
+    from bertfit.training.checkpoint import list_checkpoints
 
     names = [c.path.name for c in list_checkpoints(directory)]
     if not names:

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import DataError
+from bertfit.errors import DataError
 
 FORMATS = {
     ".csv": "csv",

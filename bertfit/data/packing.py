@@ -18,8 +18,8 @@ from typing import Protocol
 import numpy as np
 import torch
 
-from .errors import ConfigError
-from .files import save_file_atomic
+from bertfit.errors import ConfigError
+from bertfit.files import save_file_atomic
 
 PACKING_VERSION = "2"  # 2: special-token strings inside a text are plain text
 HEAD_SHARE = 128 / 510  # Sun et al. 2019: head 128 + tail 382 of a 512 budget
@@ -207,7 +207,7 @@ def pack_texts(
 
 
 def default_cache_dir() -> Path:
-    from .download import cache_root
+    from bertfit.data.download import cache_root
 
     return cache_root()
 

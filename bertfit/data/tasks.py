@@ -15,9 +15,9 @@ import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .data import Columns, Examples, read_examples
-from .errors import ConfigError, DataError
-from .evaluation import MULTI, REGRESSION, SINGLE
+from bertfit.data.readers import Columns, Examples, read_examples
+from bertfit.errors import ConfigError, DataError
+from bertfit.evaluation.metrics import MULTI, REGRESSION, SINGLE
 
 log = logging.getLogger("bertfit")
 GLUE_URL = "https://dl.fbaipublicfiles.com/glue/data/"
@@ -474,7 +474,7 @@ def locate(
 
     With neither a local copy nor a working download, one line says which file to put where.
     """
-    from . import download as dl
+    import bertfit.data.download as dl
 
     bases = data_dirs(data_dir)
     for base in bases:
@@ -501,7 +501,7 @@ def locate(
 
 def _unpacked_at(task: Task, cache_dir: str | None) -> Path:
     """Where a task's files live in the cache once verified: one folder per archive or task."""
-    from .download import cache_root
+    from bertfit.data.download import cache_root
 
     archive = next((d for d in task.downloads if d.is_archive), None)
     name = archive.filename if archive else task.folder
@@ -521,7 +521,7 @@ def _unpack(task: Task, files: list[Path], cache_dir: str | None) -> Path:
     """
     from filelock import FileLock
 
-    from . import download as dl
+    import bertfit.data.download as dl
 
     target = _unpacked_at(task, cache_dir)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -547,8 +547,8 @@ def _unpack(task: Task, files: list[Path], cache_dir: str | None) -> Path:
 
 
 def _copy_files(files: list[Path], target: Path) -> None:
-    from .data import read_text
-    from .files import write_text
+    from bertfit.data.readers import read_text
+    from bertfit.files import write_text
 
     for path in files:
         name = path.name[:-3] if path.name.endswith(".gz") else path.name
@@ -567,8 +567,8 @@ def _not_found(task: Task, bases: list[Path], reason: str) -> str:
 
 def _mrpc_train_dev(folder: Path) -> None:
     """GLUE's MRPC train.tsv/dev.tsv: the MSR training file split by GLUE's dev id list."""
-    from .data import iter_records
-    from .files import write_text
+    from bertfit.data.readers import iter_records
+    from bertfit.files import write_text
 
     _, id_rows = iter_records(folder / "mrpc_dev_ids.tsv", False)
     dev_ids = {tuple(row[:2]) for _, row in id_rows}

@@ -22,11 +22,11 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 from torch import nn
 
-from .embed import Pooling, pool, write_sentence_transformers_files
-from .evaluation import classification_metrics, pearson, spearman
-from .fastbert import lean_hidden, supports_lean_encoder
-from .packing import Packed, collate, sorted_batches
-from .runtime import autocast
+from bertfit.data.packing import Packed, collate, sorted_batches
+from bertfit.evaluation.metrics import classification_metrics, pearson, spearman
+from bertfit.models.fastbert import lean_hidden, supports_lean_encoder
+from bertfit.runtime import autocast
+from bertfit.serve.embed import Pooling, pool, write_sentence_transformers_files
 
 log = logging.getLogger("bertfit")
 
@@ -61,7 +61,7 @@ class BiEncoder(nn.Module):
 def load_bi_encoder(path: Path, pooling: Pooling, num_labels: int, seed: int) -> BiEncoder:
     from transformers import AutoModel
 
-    from .model import _quiet_transformers
+    from bertfit.models.classifier import _quiet_transformers
 
     torch.manual_seed(seed)
     with _quiet_transformers():
@@ -190,7 +190,7 @@ def save_bi_encoder(model: BiEncoder, tokenizer, directory: Path) -> None:
     import shutil
     import tempfile
 
-    from .model import _quiet_transformers
+    from bertfit.models.classifier import _quiet_transformers
 
     directory.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".model-", dir=directory))

@@ -28,21 +28,10 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from . import __version__
-from .card import write_model_card
-from .checkpoint import (
-    Checkpoint,
-    StopSignals,
-    last_checkpoint,
-    load_training_state,
-    prune_checkpoints,
-    remove_stale_temporaries,
-    restore_best_model,
-    restore_rng,
-    save_checkpoint,
-)
-from .config import DEFAULT_MODEL, TrainConfig
-from .data import (
+from bertfit import __version__
+from bertfit.config.commands import DEFAULT_MODEL, TrainConfig
+from bertfit.data.packing import Packed, collate, length_grouped_batches, pack_cached
+from bertfit.data.readers import (
     Columns,
     Examples,
     check_known_labels,
@@ -52,10 +41,9 @@ from .data import (
     stratified_split,
     stratify_keys,
 )
-from .encoders import DEFAULT_NAME, Encoder, resolve_encoder
-from .errors import ConfigError, Interrupted, TrainingError
-from .evaluation import METRICS as PROBLEM_METRICS
-from .evaluation import (
+from bertfit.errors import ConfigError, Interrupted, TrainingError
+from bertfit.evaluation.metrics import METRICS as PROBLEM_METRICS
+from bertfit.evaluation.metrics import (
     MULTI,
     REGRESSION,
     SINGLE,
@@ -65,9 +53,8 @@ from .evaluation import (
     tune_thresholds,
     with_intervals,
 )
-from .fastbert import training_forward
-from .files import append_jsonl, write_json, write_text
-from .model import (
+from bertfit.files import append_jsonl, write_json, write_text
+from bertfit.models.classifier import (
     build_classifier,
     encoder_layers,
     freeze,
@@ -76,14 +63,27 @@ from .model import (
     save_classifier,
     use_fast_dropout,
 )
-from .packing import Packed, collate, length_grouped_batches, pack_cached
-from .predict import RESULTS, RUN_CONFIG, Run, compute_logits, load
-from .runtime import (
+from bertfit.models.encoders import DEFAULT_NAME, Encoder, resolve_encoder
+from bertfit.models.fastbert import training_forward
+from bertfit.report.card import write_model_card
+from bertfit.runtime import (
     autocast,
     deterministic_algorithms,
     pick_device,
     pick_precision,
     set_threads,
+)
+from bertfit.serve.run import RESULTS, RUN_CONFIG, Run, compute_logits, load
+from bertfit.training.checkpoint import (
+    Checkpoint,
+    StopSignals,
+    last_checkpoint,
+    load_training_state,
+    prune_checkpoints,
+    remove_stale_temporaries,
+    restore_best_model,
+    restore_rng,
+    save_checkpoint,
 )
 
 log = logging.getLogger("bertfit")
@@ -129,7 +129,7 @@ def problem_of(config: TrainConfig) -> str:
     if config.objective is not None:
         return {"cosine": REGRESSION, "softmax": SINGLE, "contrastive": PAIRS}[config.objective]
     if config.task:
-        from .tasks import get_task
+        from bertfit.data.tasks import get_task
 
         return get_task(config.task).problem
     return REGRESSION if config.regression else MULTI if config.multi_label else SINGLE
@@ -140,7 +140,7 @@ def choose_metric(config: TrainConfig, problem: str, labels: list[str]) -> str:
     allowed = PROBLEM_METRICS[problem]
     if config.metric is None:
         if config.task:
-            from .tasks import get_task
+            from bertfit.data.tasks import get_task
 
             return get_task(config.task).metrics[0]
         return allowed[0]
@@ -204,7 +204,7 @@ def train(config: TrainConfig) -> Run:
 def load_finished(output: Path):
     """A finished run: a classifier ``Run``, or the bi-encoder's ``Embedder``."""
     if json.loads((output / RUN_CONFIG).read_text(encoding="utf-8")).get("problem") == "embedding":
-        from .embed import load_embedder
+        from bertfit.serve.embed import load_embedder
 
         return load_embedder(str(output))
     return load(output)
@@ -294,7 +294,7 @@ def _train_classifier(
         )
     write_model_card(output, summary)
     write_json(output / RESULTS, summary)  # its presence marks a finished run
-    from .report import build_report
+    from bertfit.report.page import build_report
 
     build_report(output)
     log.info(
@@ -490,7 +490,7 @@ def data_fingerprint(*arrays: np.ndarray) -> str:
 
 def load_weights(model: nn.Module, checkpoint: Path, kind: str) -> None:
     """Copy a checkpoint's weights into ``model`` (built the same way), exactly."""
-    from .model import load_classifier
+    from bertfit.models.classifier import load_classifier
 
     saved, _ = load_classifier(checkpoint, kind)
     model.load_state_dict(saved.state_dict())
@@ -546,7 +546,7 @@ def _train_bi_encoder(
     checkpoint: Checkpoint | None,
 ):
     """Fine-tune ``encoder`` as a bi-encoder with ``config.objective``; a sentence-transformers run."""
-    from .biencoder import (
+    from bertfit.models.biencoder import (
         bi_encoder_batch_loss,
         dev_metrics,
         load_bi_encoder,
@@ -554,7 +554,7 @@ def _train_bi_encoder(
         save_bi_encoder,
         scale_scores,
     )
-    from .embed import Pooling, load_embedder, read_pooling
+    from bertfit.serve.embed import Pooling, load_embedder, read_pooling
 
     if encoder.kind != "hf":
         raise ConfigError("--objective needs a Hugging Face-format encoder")
@@ -652,7 +652,7 @@ def _train_bi_encoder(
 def _positive_pairs(examples: Examples, task_name: str) -> Examples:
     """The pairs of a labelled task that are positives for in-batch negatives: entailment (NLI)
     or paraphrase/duplicate (label 1), as SBERT trains on NLI."""
-    from .tasks import get_task
+    from bertfit.data.tasks import get_task
 
     task = get_task(task_name)
     positive = next(
@@ -715,7 +715,7 @@ def _label_names(train: Examples, problem: str, config: TrainConfig) -> list[str
     if problem == PAIRS:
         return []
     if config.task:
-        from .tasks import get_task
+        from bertfit.data.tasks import get_task
 
         return list(get_task(config.task).labels)
     labels = label_set(train.labels, train.label_is_int)
@@ -729,7 +729,7 @@ def _label_names(train: Examples, problem: str, config: TrainConfig) -> list[str
 
 
 def _read_task(config: TrainConfig, problem: str) -> TrainingData:
-    from .tasks import get_task, locate, read_split, split_file
+    from bertfit.data.tasks import get_task, locate, read_split, split_file
 
     task = get_task(config.task)
     wanted = {REGRESSION: "similarity scores", SINGLE: "class labels"}.get(problem)
@@ -786,7 +786,7 @@ def _prepare(
 
 def _write_dev_predictions(output: Path, examples: Examples, probabilities, labels) -> None:
     """One line per dev example: text, gold label, prediction, probabilities (for the report)."""
-    from .files import atomic_open
+    from bertfit.files import atomic_open
 
     with atomic_open(output / DEV_PREDICTIONS, "w", encoding="utf-8") as handle:
         for i, row in enumerate(probabilities):
@@ -804,14 +804,14 @@ def _score_saved_model(
     output: Path, kind: str, split: Split, labels, problem, thresholds, device, dtype, pad_id
 ) -> dict:
     """Metrics of the best checkpoint (as saved, not the last weights in memory) on ``split``."""
-    from .model import load_classifier
+    from bertfit.models.classifier import load_classifier
 
     model, _ = load_classifier(output, kind)
     logits = compute_logits(model.to(device), split.packed, pad_id, 64, device, dtype)
     cut = None if thresholds is None else [thresholds[label] for label in labels]
     metrics = with_intervals(problem, split.label_ids, logits, labels, cut)
     if problem == SINGLE:
-        from .predict import softmax
+        from bertfit.serve.run import softmax
 
         metrics["probabilities"] = softmax(logits)
     return metrics
@@ -1222,7 +1222,7 @@ def _start_run_dir(output: Path, config: TrainConfig, encoder: Encoder, data: Tr
     resolved = config.to_dict() | {"model": config.model or DEFAULT_MODEL}
     columns = {"text": config.text_column, "pair": config.pair_column, "label": config.label_column}
     if data.task:
-        from .tasks import get_task
+        from bertfit.data.tasks import get_task
 
         task = get_task(data.task)
         columns = {"text": task.text, "pair": task.pair, "label": task.label}

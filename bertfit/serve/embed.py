@@ -21,10 +21,10 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from .errors import ModelError
-from .files import write_json
-from .packing import Packed, Tokenizer, iterate_batches, pack_texts, sorted_batches
-from .runtime import autocast, pick_device, pick_precision
+from bertfit.data.packing import Packed, Tokenizer, iterate_batches, pack_texts, sorted_batches
+from bertfit.errors import ModelError
+from bertfit.files import write_json
+from bertfit.runtime import autocast, pick_device, pick_precision
 
 POOLINGS = ("mean", "cls", "max")
 ST_POOLING_KEYS = {
@@ -184,8 +184,8 @@ class Embedder:
 
 def load_embedder(spec: str, device: str = "auto", precision: str = "auto") -> Embedder:
     """An ``Embedder`` from a bertfit run directory or any encoder spec ``--model`` accepts."""
-    from .encoders import one_line, resolve_encoder
-    from .model import _quiet_transformers, load_tokenizer
+    from bertfit.models.classifier import _quiet_transformers, load_tokenizer
+    from bertfit.models.encoders import one_line, resolve_encoder
 
     folder = Path(spec)
     if (folder / "bertfit.json").is_file():
@@ -196,7 +196,7 @@ def load_embedder(spec: str, device: str = "auto", precision: str = "auto") -> E
                 "(a cross-encoder); embed with a bi-encoder run or an encoder such as 'default'"
             )
         if not (folder / "results.json").is_file():
-            from .checkpoint import last_checkpoint
+            from bertfit.training.checkpoint import last_checkpoint
 
             last = last_checkpoint(folder)
             use = f", or use a checkpoint as the model: {last.path}" if last else ""
@@ -271,8 +271,8 @@ def top_k(
 
 def read_sentences(path: str | os.PathLike, column: str = "text") -> list[str]:
     """Texts from a .txt file (one per non-blank line) or a .csv/.tsv/.jsonl column."""
-    from .data import Columns, read_examples, read_text, split_lines
-    from .errors import DataError
+    from bertfit.data.readers import Columns, read_examples, read_text, split_lines
+    from bertfit.errors import DataError
 
     name = str(path).lower().removesuffix(".gz")
     if name.endswith(".txt"):
@@ -286,8 +286,8 @@ def read_sentences(path: str | os.PathLike, column: str = "text") -> list[str]:
 
 def save_vectors(path: str | os.PathLike, vectors: np.ndarray) -> None:
     """.npy (float32 matrix) or .parquet (one list column ``embedding``), written atomically."""
-    from .errors import ConfigError
-    from .files import atomic_open, save_file_atomic
+    from bertfit.errors import ConfigError
+    from bertfit.files import atomic_open, save_file_atomic
 
     name = str(path).lower()
     if name.endswith(".npy"):
@@ -312,7 +312,7 @@ def cached_corpus_vectors(
     embedder: Embedder, path: Path, texts: list[str], batch_size: int, progress: bool, cache: bool
 ) -> np.ndarray:
     """Normalised corpus vectors, from ``<corpus>.<key>.emb.npy`` beside the corpus when present."""
-    from .files import atomic_open
+    from bertfit.files import atomic_open
 
     stored = path.with_name(f"{path.name}.{corpus_key(embedder, path, True)}.emb.npy")
     if cache and stored.is_file():

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .files import save_file_atomic, write_text
+from bertfit.files import save_file_atomic, write_text
 
 
 def expected_calibration_error(confidence, correct, bins: int = 10) -> tuple[float, list[dict]]:
@@ -203,12 +203,12 @@ best {escape(str(results.get("metric", "")))} at epoch {results.get("best_epoch"
 def compare_runs(config) -> dict:
     """Metrics of each run (from its results), and, given data, a paired test of each run
     against the first on the same examples; writes the comparison page."""
-    from .commands import evaluation_examples
-    from .config import EvaluateConfig
-    from .data import label_targets
-    from .errors import ConfigError
-    from .evaluation import paired_bootstrap, score_outputs
-    from .predict import load
+    from bertfit.config.commands import EvaluateConfig
+    from bertfit.data.readers import label_targets
+    from bertfit.errors import ConfigError
+    from bertfit.evaluation.metrics import paired_bootstrap, score_outputs
+    from bertfit.serve.commands import evaluation_examples
+    from bertfit.serve.run import load
 
     config.validate()
     runs = [Path(r) for r in config.runs]

@@ -11,7 +11,7 @@ import json
 import re
 from pathlib import Path
 
-from .files import write_text
+from bertfit.files import write_text
 
 PIPELINE = {
     "single_label_classification": "text-classification",

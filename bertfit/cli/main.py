@@ -16,8 +16,8 @@ import types
 import typing
 from collections.abc import Callable
 
-from . import __version__
-from .config import (
+from bertfit import __version__
+from bertfit.config.commands import (
     CompareConfig,
     DataConfig,
     EmbedConfig,
@@ -31,19 +31,19 @@ from .config import (
     TasksConfig,
     TrainConfig,
 )
-from .errors import BertfitError
+from bertfit.errors import BertfitError
 
 
 def _run_train(config: TrainConfig) -> int:
-    from .training import train
+    from bertfit.training.run import train
 
     train(config)
     return 0
 
 
 def _run_evaluate(config: EvaluateConfig) -> int:
-    from .commands import evaluate
-    from .evaluation import format_report
+    from bertfit.evaluation.metrics import format_report
+    from bertfit.serve.commands import evaluate
 
     metrics = evaluate(config)
     sys.stdout.write((json.dumps(metrics) if config.json else format_report(metrics)) + "\n")
@@ -51,7 +51,7 @@ def _run_evaluate(config: EvaluateConfig) -> int:
 
 
 def _run_predict(config: PredictConfig) -> int:
-    from .commands import predict
+    from bertfit.serve.commands import predict
 
     records = predict(config)
     if config.text is not None:
@@ -73,8 +73,8 @@ def _run_predict(config: PredictConfig) -> int:
 
 
 def _run_quickstart(config: QuickstartConfig) -> int:
-    from .commands import quickstart
-    from .evaluation import format_report
+    from bertfit.evaluation.metrics import format_report
+    from bertfit.serve.commands import quickstart
 
     summary = quickstart(config)
     out = [
@@ -94,7 +94,7 @@ def _run_quickstart(config: QuickstartConfig) -> int:
 
 
 def _run_tasks(config: TasksConfig) -> int:
-    from .tasks import describe_tasks
+    from bertfit.data.tasks import describe_tasks
 
     records = describe_tasks(config.data_dir, config.cache_dir)
     if config.json:
@@ -115,7 +115,7 @@ def _run_tasks(config: TasksConfig) -> int:
 
 
 def _run_data(config: DataConfig) -> int:
-    from .tasks import get_task, locate
+    from bertfit.data.tasks import get_task, locate
 
     task = get_task(config.task)
     folder = locate(
@@ -130,7 +130,7 @@ def _run_data(config: DataConfig) -> int:
 
 
 def _run_embed(config: EmbedConfig) -> int:
-    from .commands import embed
+    from bertfit.serve.commands import embed
 
     vectors = embed(config)
     sys.stderr.write(
@@ -140,14 +140,14 @@ def _run_embed(config: EmbedConfig) -> int:
 
 
 def _run_similarity(config: SimilarityConfig) -> int:
-    from .commands import similarity
+    from bertfit.serve.commands import similarity
 
     sys.stdout.write(f"cosine similarity: {similarity(config):.4f}\n")
     return 0
 
 
 def _run_search(config: SearchConfig) -> int:
-    from .commands import search
+    from bertfit.serve.commands import search
 
     records = search(config)
     if config.output:
@@ -163,15 +163,15 @@ def _run_search(config: SearchConfig) -> int:
 def _run_explain(config: ExplainConfig) -> int:
     from pathlib import Path
 
-    from .explain import render_html, render_png
-    from .files import write_text
-    from .predict import load
+    from bertfit.files import write_text
+    from bertfit.serve.explain import render_html, render_png
+    from bertfit.serve.run import load
 
     config.validate()
     run = load(config.run_dir, config.device, config.checkpoint)
     if config.input is not None:
-        from .commands import trained_columns
-        from .data import read_examples
+        from bertfit.data.readers import read_examples
+        from bertfit.serve.commands import trained_columns
 
         columns = trained_columns(run, None, None, None)
         examples = read_examples(config.input, columns, with_labels=False)
@@ -232,8 +232,8 @@ def _run_explain(config: ExplainConfig) -> int:
 def _run_report(config: ReportConfig) -> int:
     from pathlib import Path
 
-    from .errors import ModelError
-    from .report import build_report
+    from bertfit.errors import ModelError
+    from bertfit.report.page import build_report
 
     if not (Path(config.run_dir) / "bertfit.json").is_file():
         raise ModelError(f"{config.run_dir}: not a bertfit run directory (no bertfit.json)")
@@ -242,7 +242,7 @@ def _run_report(config: ReportConfig) -> int:
 
 
 def _run_compare(config: CompareConfig) -> int:
-    from .report import compare_runs
+    from bertfit.report.page import compare_runs
 
     out = compare_runs(config)
     if config.json:

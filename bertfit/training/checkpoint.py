@@ -27,8 +27,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from .errors import ModelError
-from .files import write_json
+from bertfit.errors import ModelError
+from bertfit.files import write_json
 
 PREFIX = "checkpoint-"
 STATE = "trainer_state.json"

@@ -17,9 +17,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .encoders import Encoder, load_weights_only, one_line, position_limit
-from .errors import ModelError
-from .packing import HFTokenizer, Tokenizer
+from bertfit.data.packing import HFTokenizer, Tokenizer
+from bertfit.errors import ModelError
+from bertfit.models.encoders import Encoder, load_weights_only, one_line, position_limit
 
 
 @contextlib.contextmanager
@@ -41,7 +41,7 @@ def _quiet_transformers():
 def load_tokenizer(encoder: Encoder) -> Tokenizer:
     """The encoder's own tokenizer (fast, Rust) behind the packing interface."""
     if encoder.kind == "d2l":
-        from .d2l import D2LTokenizer, load_d2l_checkpoint
+        from bertfit.models.d2l import D2LTokenizer, load_d2l_checkpoint
 
         config, _, vocab = load_d2l_checkpoint(encoder.path)
         d2l_tokenizer = D2LTokenizer(vocab)
@@ -82,7 +82,7 @@ def build_classifier(
     """
     torch.manual_seed(seed)  # the new head's initial weights follow --seed
     if encoder.kind == "d2l":
-        from .d2l import D2LBertForSequenceClassification, load_d2l_checkpoint
+        from bertfit.models.d2l import D2LBertForSequenceClassification, load_d2l_checkpoint
 
         config, state, _ = load_d2l_checkpoint(encoder.path)
         if dropout is not None:
@@ -307,7 +307,7 @@ def save_classifier(model: nn.Module, tokenizer: Tokenizer, directory: Path) -> 
     staging = Path(tempfile.mkdtemp(prefix=".model-", dir=directory))
     try:
         if hasattr(model, "load_pretrained"):  # d2l
-            from .d2l import save_d2l_model
+            from bertfit.models.d2l import save_d2l_model
 
             save_d2l_model(model, tokenizer, staging)
         else:
@@ -324,13 +324,13 @@ def save_classifier(model: nn.Module, tokenizer: Tokenizer, directory: Path) -> 
 def load_classifier(directory: Path, kind: str) -> tuple[nn.Module, Tokenizer]:
     """The fine-tuned model and tokenizer of a run directory."""
     if kind == "d2l":
-        from .d2l import load_d2l_model
+        from bertfit.models.d2l import load_d2l_model
 
         model, tokenizer = load_d2l_model(directory)
         return full_precision_head(model), tokenizer
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from .encoders import weight_shapes
+    from bertfit.models.encoders import weight_shapes
 
     if (Path(directory) / "model.safetensors").is_file():
         weight_shapes(Path(directory))  # a damaged or truncated weights file is named as such

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal
 
-from .errors import ConfigError
+from bertfit.errors import ConfigError
 
 DEFAULT_MODEL = "default"
 TRUNCATIONS = ("longest-first", "proportional", "head-tail")

@@ -34,7 +34,7 @@ from pathlib import Path, PureWindowsPath
 from filelock import FileLock
 from tqdm.auto import tqdm
 
-from .errors import DataError
+from bertfit.errors import DataError
 
 MIRROR_ENV = "BERTFIT_DATA_MIRROR"
 CHUNK = 1 << 16
