@@ -19,8 +19,10 @@ from pathlib import Path
 import torch
 
 from bertfit.config.commands import TrainConfig
+from bertfit.data.examples import Columns
+from bertfit.data.labels import label_targets
 from bertfit.data.packing import collate, pack_texts
-from bertfit.data.readers import Columns, label_targets, read_examples
+from bertfit.data.readers import read_examples
 from bertfit.models.classifier import build_classifier, freeze, load_tokenizer, save_classifier
 from bertfit.models.encoders import resolve_encoder
 from bertfit.runtime import autocast, pick_precision, set_threads

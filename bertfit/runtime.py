@@ -90,3 +90,19 @@ def deterministic_algorithms(enabled: bool):
     finally:
         torch.use_deterministic_algorithms(before[0], warn_only=before[3])
         torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = before[1:3]
+
+
+@contextlib.contextmanager
+def quiet_transformers():
+    """Silence "some weights were newly initialized": a new head is the point of fine-tuning."""
+    from transformers.utils import logging as hf_logging
+
+    level, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()  # "Loading weights" bars for a 1-second load are noise
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(level)
+        if bars:
+            hf_logging.enable_progress_bar()

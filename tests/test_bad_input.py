@@ -23,7 +23,8 @@ import pytest
 import torch
 
 from bertfit.cli.main import main
-from bertfit.data.readers import Columns, read_examples
+from bertfit.data.examples import Columns
+from bertfit.data.readers import read_examples
 from tests.conftest import FILLER, MARKER, WORDS, marker_rows, write_rows
 
 FAST = ["--epochs", "1", "--batch-size", "8", "--max-length", "32", "--no-progress", "--seed", "1"]

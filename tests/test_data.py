@@ -2,13 +2,10 @@ import gzip
 
 import pytest
 
-from bertfit.data.readers import (
-    Columns,
-    check_known_labels,
-    label_set,
-    read_examples,
-    stratified_split,
-)
+from bertfit.data.examples import Columns
+from bertfit.data.labels import check_known_labels, label_set
+from bertfit.data.readers import read_examples
+from bertfit.data.splits import stratified_split
 from bertfit.errors import DataError
 
 

@@ -21,8 +21,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bertfit.config.commands import TRUNCATIONS
+from bertfit.data.examples import Columns, Examples
 from bertfit.data.packing import collate, pack_texts, truncate_pair
-from bertfit.data.readers import Columns, Examples, read_examples
+from bertfit.data.readers import read_examples
 from bertfit.errors import BertfitError, ConfigError
 from tests.conftest import WORDS
 

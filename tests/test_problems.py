@@ -10,7 +10,10 @@ import pytest
 import torch
 
 from bertfit.cli.main import main
-from bertfit.data.readers import Columns, label_targets, read_examples, stratify_keys
+from bertfit.data.examples import Columns
+from bertfit.data.labels import label_targets
+from bertfit.data.readers import read_examples
+from bertfit.data.splits import stratify_keys
 from bertfit.errors import DataError
 from bertfit.evaluation.metrics import (
     multilabel_metrics,

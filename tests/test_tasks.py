@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 
 from bertfit.cli.main import main
+from bertfit.data.labels import REGRESSION
 from bertfit.data.tasks import TASKS, Download, get_task, locate, read_split, split_file
 from bertfit.errors import ConfigError, DataError
-from bertfit.evaluation.metrics import REGRESSION
 from tests.conftest import FILLER, MARKER, sha, tar_bytes, zip_bytes
 
 NLI = ("entailment", "neutral", "contradiction")

@@ -12,15 +12,13 @@ import gzip
 import io
 import json
 import os
-import random
 import sys
 import zlib
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-
+from bertfit.data.examples import MISSING, Columns, Examples
+from bertfit.data.labels import check_label_type, is_int_text, json_type, parse_label
 from bertfit.errors import DataError
 
 FORMATS = {
@@ -31,63 +29,8 @@ FORMATS = {
     ".json": "jsonl",
     ".ndjson": "jsonl",
 }
-MISSING = object()
 
 csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
-
-
-@dataclass
-class Examples:
-    """Texts (and optional pair texts and labels) read from one file, with their line numbers."""
-
-    path: str
-    texts: list[str]
-    pairs: list[str] | None = None
-    labels: list[str] | None = None
-    lines: list[int] = field(default_factory=list)
-    label_is_int: bool = False
-    dropped: dict[str, int] = field(default_factory=dict)  # reason -> rows left out
-
-    @property
-    def rows_read(self) -> int:
-        return len(self.texts) + sum(self.dropped.values())
-
-    def __len__(self) -> int:
-        return len(self.texts)
-
-    def subset(self, indices: list[int]) -> Examples:
-        """The examples at ``indices``, in that order."""
-        pick = lambda xs: None if xs is None else [xs[i] for i in indices]  # noqa: E731
-        return Examples(
-            self.path,
-            pick(self.texts),
-            pick(self.pairs),
-            pick(self.labels),
-            pick(self.lines),
-            self.label_is_int,
-            dict(self.dropped),
-        )
-
-    def describe(self) -> str:
-        """ "1,000 rows read, 12 dropped (12 empty text)": what a reader did, for the log."""
-        line = f"{self.rows_read:,} rows read"
-        if self.dropped:
-            why = ", ".join(f"{n:,} {reason}" for reason, n in sorted(self.dropped.items()))
-            line += f", {sum(self.dropped.values()):,} dropped ({why})"
-        return line
-
-
-@dataclass
-class Columns:
-    """Column names (or 0-based numbers) and the CLI flags that set them, for error messages."""
-
-    text: str
-    pair: str | None = None
-    label: str | None = None
-
-    def numeric(self) -> bool:
-        given = [c for c in (self.text, self.pair, self.label) if c is not None]
-        return all(str(c).isdigit() for c in given)
 
 
 def file_format(path: str | os.PathLike) -> str:
@@ -219,18 +162,9 @@ def _jsonl_records(path, text: str) -> Iterator:
         first = False
         if not isinstance(record, dict):
             raise DataError(
-                f"{path}:{number}: expected a JSON object per line, found {_json_type(record)}"
+                f"{path}:{number}: expected a JSON object per line, found {json_type(record)}"
             )
         yield number, record
-
-
-def _json_type(value) -> str:
-    """The JSON name of a parsed value's type, for messages."""
-    if isinstance(value, bool):
-        return "true/false"
-    return {dict: "an object", list: "an array", str: "a string", type(None): "null"}.get(
-        type(value), "a number"
-    )
 
 
 WRONG_WIDTH = "wrong number of fields"
@@ -293,54 +227,9 @@ def _as_text(value, path=None, line: int = 0, flag: str = "--text-column") -> st
     if value is MISSING or value is None:
         return None
     if isinstance(value, (list, dict)):
-        raise DataError(f"{path}:{line}: {flag} holds {_json_type(value)}, expected a string")
+        raise DataError(f"{path}:{line}: {flag} holds {json_type(value)}, expected a string")
     text = str(value)
     return text if text.strip() else None
-
-
-def _as_label(value) -> str | None:
-    if value is MISSING or value is None or isinstance(value, (list, dict)):
-        return None
-    if isinstance(value, bool):
-        return str(int(value))
-    if isinstance(value, float) and value.is_integer():
-        value = int(value)
-    text = str(value).strip()
-    return text or None
-
-
-LABEL_KINDS = ("single", "multi", "score")
-
-
-def _parse_label(value, kind: str, separator: str, path, line: int):
-    """A label in the form the problem needs: a string, a list of strings, or a float score."""
-    if kind == "multi":
-        if isinstance(value, list):
-            return [str(v).strip() for v in value if str(v).strip()]
-        if value is MISSING or value is None or isinstance(value, dict):
-            return None
-        return [part.strip() for part in str(value).split(separator) if part.strip()]
-    if isinstance(value, (list, dict)):
-        raise DataError(
-            f"{path}:{line}: the label is {_json_type(value)}; expected "
-            + (
-                "a number"
-                if kind == "score"
-                else "a string or a number (several labels per row need --multi-label)"
-            )
-        )
-    label = _as_label(value)
-    if kind == "score" and label is not None:
-        try:
-            score = float(label)
-        except ValueError:
-            raise DataError(
-                f"{path}:{line}: label {label!r} is not a number; --regression needs numeric scores"
-            ) from None
-        if score != score or score in (float("inf"), float("-inf")):
-            raise DataError(f"{path}:{line}: label {label!r} is not a finite number")
-        return score
-    return label
 
 
 def read_examples(
@@ -410,9 +299,9 @@ def read_examples(
         label = None
         if label_key is not None:
             raw = _get(record, label_key, path, line, "--label-column")
-            label = _parse_label(raw, label_kind, label_separator, path, line)
+            label = parse_label(raw, label_kind, label_separator, path, line)
             if label_kind == "single" and isinstance(record, dict) and label is not None:
-                _check_label_type(path, line, raw, label, label_types)
+                check_label_type(path, line, raw, label, label_types)
             if label_kind == "single" and label in drop_labels:
                 drop(f"label {label!r}", line)
                 continue
@@ -441,7 +330,7 @@ def read_examples(
             raise DataError(f"{path}: no data rows")
         detail = f" ({Examples(str(path), [], dropped=dropped).describe()})" if dropped else ""
         raise DataError(f"{path}: no usable rows{detail}")
-    label_is_int = with_labels and label_kind == "single" and all(map(_is_int, labels))
+    label_is_int = with_labels and label_kind == "single" and all(map(is_int_text, labels))
     return Examples(
         str(path),
         texts,
@@ -451,102 +340,3 @@ def read_examples(
         label_is_int,
         dropped,
     )
-
-
-def _check_label_type(path, line: int, raw, label: str, seen: dict) -> None:
-    """JSONL labels must not mix JSON numbers with names: ``1`` beside ``"pos"`` is a data error
-    (numbers beside numeric strings such as ``"1"`` are the same labels and pass)."""
-    if isinstance(raw, (bool, int, float)):
-        kind = "number"
-    elif _is_int(label) or _is_float(label):
-        return
-    else:
-        kind = "name"
-    seen.setdefault(kind, (line, raw))
-    other = seen.get("name" if kind == "number" else "number")
-    if other is not None:
-        first_line, first = other
-        raise DataError(
-            f"{path}:{line}: label {json.dumps(raw)} is a {kind} but line {first_line} has the "
-            f"{'number' if kind == 'name' else 'name'} {json.dumps(first)}; labels of one file "
-            "must be all names or all numbers"
-        )
-
-
-def _is_float(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
-
-
-def _is_int(text: str) -> bool:
-    return text.lstrip("-").isdigit()
-
-
-def label_set(labels: list, as_int: bool) -> list[str]:
-    """The sorted label names: numerically when all are integers, else as strings.
-
-    Multi-label rows (lists) contribute each of their labels.
-    """
-    unique = {x for label in labels for x in (label if isinstance(label, list) else [label])}
-    return sorted(unique, key=int) if as_int else sorted(unique)
-
-
-def check_known_labels(examples: Examples, names: list[str]) -> None:
-    """A dev/test label never seen in training is an error naming it and its first line."""
-    known = set(names)
-    for labels, line in zip(examples.labels or [], examples.lines):
-        for label in labels if isinstance(labels, list) else [labels]:
-            if label in known:
-                continue
-            raise DataError(
-                f"{examples.path}:{line}: label {label!r} does not occur in the training data "
-                f"(known labels: {', '.join(names)})"
-            )
-
-
-def stratified_split(labels: list[str], fraction: float, seed: int) -> tuple[list[int], list[int]]:
-    """(train indices, dev indices): ``fraction`` of each label's rows held out, chosen by seed."""
-    by_label: dict[str, list[int]] = {}
-    for index, label in enumerate(labels):
-        by_label.setdefault(label, []).append(index)
-    rng = random.Random(seed)
-    dev: list[int] = []
-    for label in sorted(by_label):
-        members = by_label[label]
-        rng.shuffle(members)
-        take = round(len(members) * fraction)
-        if len(members) >= 2:
-            take = min(max(take, 1), len(members) - 1)
-        dev.extend(members[:take])
-    held = set(dev)
-    return [i for i in range(len(labels)) if i not in held], sorted(dev)
-
-
-def stratify_keys(labels: list, kind: str) -> list[str]:
-    """What a held-out split is balanced on: the label, a score decile, or nothing (multi-label)."""
-    if kind == "single":
-        return list(labels)
-    if kind == "score":
-        ranks = sorted(range(len(labels)), key=labels.__getitem__)
-        keys = [""] * len(labels)
-        for rank, index in enumerate(ranks):
-            keys[index] = str(rank * 10 // len(labels))
-        return keys
-    return [""] * len(labels)
-
-
-def label_targets(values: list, labels: list[str], kind: str) -> np.ndarray:
-    """Label ids (int64), scores (float32, ``kind="score"``) or 0/1 rows over ``labels``
-    (float32, ``kind="multi"``): what the loss and the metrics compare outputs with."""
-    if kind == "score":
-        return np.asarray(values, dtype=np.float32)
-    index = {label: i for i, label in enumerate(labels)}
-    if kind == "multi":
-        rows = np.zeros((len(values), len(labels)), dtype=np.float32)
-        for row, names in enumerate(values):
-            rows[row, [index[name] for name in names]] = 1.0
-        return rows
-    return np.asarray([index[label] for label in values], dtype=np.int64)

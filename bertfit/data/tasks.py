@@ -15,9 +15,10 @@ import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bertfit.data.readers import Columns, Examples, read_examples
+from bertfit.data.examples import Columns, Examples
+from bertfit.data.labels import MULTI, REGRESSION, SINGLE
+from bertfit.data.readers import read_examples
 from bertfit.errors import ConfigError, DataError
-from bertfit.evaluation.metrics import MULTI, REGRESSION, SINGLE
 
 log = logging.getLogger("bertfit")
 GLUE_URL = "https://dl.fbaipublicfiles.com/glue/data/"

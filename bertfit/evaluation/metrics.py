@@ -11,6 +11,8 @@ import math
 
 import numpy as np
 
+from bertfit.data.labels import MULTI, REGRESSION
+
 
 def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, num_labels: int) -> np.ndarray:
     """Rows are true labels, columns predicted labels."""
@@ -75,18 +77,6 @@ def classification_metrics(y_true, y_pred, labels: list[str]) -> dict:
     metrics["labels"] = list(labels)
     metrics["confusion_matrix"] = matrix.tolist()
     return metrics
-
-
-SINGLE, REGRESSION, MULTI = (
-    "single_label_classification",
-    "regression",
-    "multi_label_classification",
-)
-METRICS = {
-    SINGLE: ("accuracy", "macro_f1", "f1", "mcc"),
-    REGRESSION: ("spearman", "pearson"),
-    MULTI: ("micro_f1", "macro_f1", "exact_match"),
-}
 
 
 def _ranks(x: np.ndarray) -> np.ndarray:

@@ -61,10 +61,10 @@ class BiEncoder(nn.Module):
 def load_bi_encoder(path: Path, pooling: Pooling, num_labels: int, seed: int) -> BiEncoder:
     from transformers import AutoModel
 
-    from bertfit.models.classifier import _quiet_transformers
+    from bertfit.runtime import quiet_transformers
 
     torch.manual_seed(seed)
-    with _quiet_transformers():
+    with quiet_transformers():
         encoder = AutoModel.from_pretrained(str(path), dtype=torch.float32)
     pooler = getattr(encoder, "pooler", None)
     if pooler is not None:  # unused, but kept so the saved encoder loads without warnings
@@ -190,12 +190,12 @@ def save_bi_encoder(model: BiEncoder, tokenizer, directory: Path) -> None:
     import shutil
     import tempfile
 
-    from bertfit.models.classifier import _quiet_transformers
+    from bertfit.runtime import quiet_transformers
 
     directory.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".model-", dir=directory))
     try:
-        with _quiet_transformers():
+        with quiet_transformers():
             model.bert.save_pretrained(str(staging), safe_serialization=True)
             tokenizer.hf.save_pretrained(str(staging))
         write_sentence_transformers_files(staging, model.pooling, model.bert.config.hidden_size)

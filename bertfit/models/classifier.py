@@ -7,7 +7,6 @@ structure. Both take ``input_ids``/``token_type_ids``/``attention_mask`` and ret
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
 import tempfile
@@ -20,22 +19,6 @@ from torch import nn
 from bertfit.data.packing import HFTokenizer, Tokenizer
 from bertfit.errors import ModelError
 from bertfit.models.encoders import Encoder, load_weights_only, one_line, position_limit
-
-
-@contextlib.contextmanager
-def _quiet_transformers():
-    """Silence "some weights were newly initialized": a new head is the point of fine-tuning."""
-    from transformers.utils import logging as hf_logging
-
-    level, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()  # "Loading weights" bars for a 1-second load are noise
-    try:
-        yield
-    finally:
-        hf_logging.set_verbosity(level)
-        if bars:
-            hf_logging.enable_progress_bar()
 
 
 def load_tokenizer(encoder: Encoder) -> Tokenizer:
@@ -53,7 +36,7 @@ def load_tokenizer(encoder: Encoder) -> Tokenizer:
     from transformers import AutoTokenizer
 
     try:
-        with _quiet_transformers():
+        with quiet_transformers():
             tokenizer = AutoTokenizer.from_pretrained(str(encoder.path), use_fast=True)
     except Exception as err:
         raise ModelError(f"{encoder.path}: cannot load the tokenizer ({one_line(err)})") from None
@@ -119,7 +102,7 @@ def _build_hf_classifier(
         weights = encoder.path / "pytorch_model.bin"
         _check_pickle_is_weights_only(weights)
     try:
-        with _quiet_transformers():
+        with quiet_transformers():
             # float32 master weights even for fp16/bf16 checkpoints: half-precision parameters
             # overflow in AdamW (autocast gives the speed of bf16 where it is safe)
             model, info = AutoModelForSequenceClassification.from_pretrained(
@@ -311,7 +294,7 @@ def save_classifier(model: nn.Module, tokenizer: Tokenizer, directory: Path) -> 
 
             save_d2l_model(model, tokenizer, staging)
         else:
-            with _quiet_transformers():
+            with quiet_transformers():
                 model.save_pretrained(str(staging), safe_serialization=True)
                 tokenizer.hf.save_pretrained(str(staging))
         # each file lands whole, by rename; the weights last, so config and tokenizer are never newer
@@ -335,7 +318,7 @@ def load_classifier(directory: Path, kind: str) -> tuple[nn.Module, Tokenizer]:
     if (Path(directory) / "model.safetensors").is_file():
         weight_shapes(Path(directory))  # a damaged or truncated weights file is named as such
     try:
-        with _quiet_transformers():
+        with quiet_transformers():
             model = AutoModelForSequenceClassification.from_pretrained(str(directory))
             tokenizer = AutoTokenizer.from_pretrained(str(directory), use_fast=True)
     except Exception as err:

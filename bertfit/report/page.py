@@ -204,7 +204,7 @@ def compare_runs(config) -> dict:
     """Metrics of each run (from its results), and, given data, a paired test of each run
     against the first on the same examples; writes the comparison page."""
     from bertfit.config.commands import EvaluateConfig
-    from bertfit.data.readers import label_targets
+    from bertfit.data.labels import label_targets
     from bertfit.errors import ConfigError
     from bertfit.evaluation.metrics import paired_bootstrap, score_outputs
     from bertfit.serve.commands import evaluation_examples

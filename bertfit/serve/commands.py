@@ -18,16 +18,11 @@ from bertfit.config.commands import (
     SimilarityConfig,
     TrainConfig,
 )
-from bertfit.data.readers import (
-    Columns,
-    Examples,
-    check_known_labels,
-    file_format,
-    label_targets,
-    read_examples,
-)
+from bertfit.data.examples import Columns, Examples
+from bertfit.data.labels import MULTI, REGRESSION, check_known_labels, label_targets
+from bertfit.data.readers import file_format, read_examples
 from bertfit.errors import ConfigError
-from bertfit.evaluation.metrics import MULTI, REGRESSION, bootstrap_intervals, with_intervals
+from bertfit.evaluation.metrics import bootstrap_intervals, with_intervals
 from bertfit.files import atomic_open
 from bertfit.runtime import pick_precision
 from bertfit.serve.run import Run, compute_logits, load

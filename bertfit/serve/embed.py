@@ -184,8 +184,9 @@ class Embedder:
 
 def load_embedder(spec: str, device: str = "auto", precision: str = "auto") -> Embedder:
     """An ``Embedder`` from a bertfit run directory or any encoder spec ``--model`` accepts."""
-    from bertfit.models.classifier import _quiet_transformers, load_tokenizer
+    from bertfit.models.classifier import load_tokenizer
     from bertfit.models.encoders import one_line, resolve_encoder
+    from bertfit.runtime import quiet_transformers
 
     folder = Path(spec)
     if (folder / "bertfit.json").is_file():
@@ -210,13 +211,13 @@ def load_embedder(spec: str, device: str = "auto", precision: str = "auto") -> E
     from transformers import AutoModel
 
     try:
-        with _quiet_transformers():
+        with quiet_transformers():
             model = AutoModel.from_pretrained(
                 str(encoder.path), dtype=torch.float32, add_pooling_layer=False
             )
     except TypeError:  # encoders without a pooler do not take add_pooling_layer
         try:
-            with _quiet_transformers():
+            with quiet_transformers():
                 model = AutoModel.from_pretrained(str(encoder.path), dtype=torch.float32)
         except Exception as err:
             raise ModelError(f"{encoder.path}: cannot load the encoder ({one_line(err)})") from None
@@ -271,7 +272,8 @@ def top_k(
 
 def read_sentences(path: str | os.PathLike, column: str = "text") -> list[str]:
     """Texts from a .txt file (one per non-blank line) or a .csv/.tsv/.jsonl column."""
-    from bertfit.data.readers import Columns, read_examples, read_text, split_lines
+    from bertfit.data.examples import Columns
+    from bertfit.data.readers import read_examples, read_text, split_lines
     from bertfit.errors import DataError
 
     name = str(path).lower().removesuffix(".gz")

@@ -10,9 +10,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from bertfit.data.labels import MULTI, REGRESSION, SINGLE
 from bertfit.data.packing import Packed, Tokenizer, iterate_batches, pack_texts, sorted_batches
 from bertfit.errors import ModelError
-from bertfit.evaluation.metrics import MULTI, REGRESSION, SINGLE, sigmoid
+from bertfit.evaluation.metrics import sigmoid
 from bertfit.runtime import autocast, pick_device, pick_precision
 
 RUN_CONFIG = "bertfit.json"

@@ -30,23 +30,21 @@ from tqdm.auto import tqdm
 
 from bertfit import __version__
 from bertfit.config.commands import DEFAULT_MODEL, TrainConfig
-from bertfit.data.packing import Packed, collate, length_grouped_batches, pack_cached
-from bertfit.data.readers import (
-    Columns,
-    Examples,
-    check_known_labels,
-    label_set,
-    label_targets,
-    read_examples,
-    stratified_split,
-    stratify_keys,
-)
-from bertfit.errors import ConfigError, Interrupted, TrainingError
-from bertfit.evaluation.metrics import METRICS as PROBLEM_METRICS
-from bertfit.evaluation.metrics import (
+from bertfit.data.examples import Columns, Examples
+from bertfit.data.labels import METRICS as PROBLEM_METRICS
+from bertfit.data.labels import (
     MULTI,
     REGRESSION,
     SINGLE,
+    check_known_labels,
+    label_set,
+    label_targets,
+)
+from bertfit.data.packing import Packed, collate, length_grouped_batches, pack_cached
+from bertfit.data.readers import read_examples
+from bertfit.data.splits import stratified_split, stratify_keys
+from bertfit.errors import ConfigError, Interrupted, TrainingError
+from bertfit.evaluation.metrics import (
     headline,
     score_outputs,
     sigmoid,

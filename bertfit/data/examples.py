@@ -1,0 +1,62 @@
+"""Examples (texts, pair texts, labels and their line numbers) and the columns they come from."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class Examples:
+    """Texts (and optional pair texts and labels) read from one file, with their line numbers."""
+
+    path: str
+    texts: list[str]
+    pairs: list[str] | None = None
+    labels: list[str] | None = None
+    lines: list[int] = field(default_factory=list)
+    label_is_int: bool = False
+    dropped: dict[str, int] = field(default_factory=dict)  # reason -> rows left out
+
+    @property
+    def rows_read(self) -> int:
+        return len(self.texts) + sum(self.dropped.values())
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    def subset(self, indices: list[int]) -> Examples:
+        """The examples at ``indices``, in that order."""
+        pick = lambda xs: None if xs is None else [xs[i] for i in indices]  # noqa: E731
+        return Examples(
+            self.path,
+            pick(self.texts),
+            pick(self.pairs),
+            pick(self.labels),
+            pick(self.lines),
+            self.label_is_int,
+            dict(self.dropped),
+        )
+
+    def describe(self) -> str:
+        """ "1,000 rows read, 12 dropped (12 empty text)": what a reader did, for the log."""
+        line = f"{self.rows_read:,} rows read"
+        if self.dropped:
+            why = ", ".join(f"{n:,} {reason}" for reason, n in sorted(self.dropped.items()))
+            line += f", {sum(self.dropped.values()):,} dropped ({why})"
+        return line
+
+
+@dataclass
+class Columns:
+    """Column names (or 0-based numbers) and the CLI flags that set them, for error messages."""
+
+    text: str
+    pair: str | None = None
+    label: str | None = None
+
+    def numeric(self) -> bool:
+        given = [c for c in (self.text, self.pair, self.label) if c is not None]
+        return all(str(c).isdigit() for c in given)
+
+
+MISSING = object()
