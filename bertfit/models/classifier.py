@@ -19,6 +19,7 @@ from torch import nn
 from bertfit.data.packing import HFTokenizer, Tokenizer
 from bertfit.errors import ModelError
 from bertfit.models.encoders import Encoder, load_weights_only, one_line, position_limit
+from bertfit.runtime import quiet_transformers
 
 
 def load_tokenizer(encoder: Encoder) -> Tokenizer:
