@@ -18,12 +18,13 @@ from pathlib import Path
 
 import torch
 
-from bertfit.config.commands import TrainConfig
+from bertfit.config.train import TrainConfig
 from bertfit.data.examples import Columns
 from bertfit.data.labels import label_targets
 from bertfit.data.packing import collate, pack_texts
 from bertfit.data.readers import read_examples
-from bertfit.models.classifier import build_classifier, freeze, load_tokenizer, save_classifier
+from bertfit.models.adapters import freeze
+from bertfit.models.classifier import build_classifier, load_tokenizer, save_classifier
 from bertfit.models.encoders import resolve_encoder
 from bertfit.runtime import autocast, pick_precision, set_threads
 from bertfit.training.checkpoint import (
@@ -32,14 +33,10 @@ from bertfit.training.checkpoint import (
     restore_rng,
     save_checkpoint,
 )
-from bertfit.training.run import (
-    encoder_defaults,
-    linear_schedule,
-    load_weights,
-    make_optimizer,
-    new_trainer_state,
-    optimizer_step,
-)
+from bertfit.training.fit import new_trainer_state
+from bertfit.training.optim import linear_schedule, make_optimizer, optimizer_step
+from bertfit.training.resume import load_weights
+from bertfit.training.run import encoder_defaults
 
 SAMPLE = Path(__file__).resolve().parent.parent / "bertfit" / "samples" / "sst2_train.tsv.gz"
 

@@ -31,9 +31,10 @@ def main() -> None:
     from sentence_transformers.evaluation import EmbeddingSimilarityEvaluator
 
     from bertfit.config.commands import EvaluateConfig
-    from bertfit.data.tasks import get_task, read_split
+    from bertfit.data.tasks import get_task
+    from bertfit.data.corpus import read_split
     from bertfit.runtime import set_threads
-    from bertfit.serve.commands import evaluate
+    from bertfit.evaluation.score import evaluate
     from bertfit.serve.embed import load_embedder
 
     set_threads(None)

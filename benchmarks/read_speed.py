@@ -63,7 +63,8 @@ def main() -> None:
     args = parser.parse_args()
 
     from bertfit.data.packing import pack_texts
-    from bertfit.data.tasks import get_task, read_split
+    from bertfit.data.tasks import get_task
+    from bertfit.data.corpus import read_split
     from bertfit.models.classifier import load_tokenizer
     from bertfit.models.encoders import resolve_encoder
     from bertfit.runtime import set_threads

@@ -8,15 +8,18 @@ bertfit.load_embedder("default").encode(["A plane is taking off."])
 
 __version__ = "0.1.0"
 
-from bertfit.config.commands import EvaluateConfig, PredictConfig, QuickstartConfig, TrainConfig  # noqa: E402
+from bertfit.config.commands import EvaluateConfig, PredictConfig, QuickstartConfig
+from bertfit.config.train import TrainConfig
 from bertfit.errors import BertfitError, ConfigError, DataError, ModelError  # noqa: E402
 
 
-def train(config: TrainConfig):
-    """Fine-tune and return the finished :class:`bertfit.predict.Run`."""
+def train(config: TrainConfig, train=None, dev=None):
+    """Fine-tune and return the finished run (``bertfit.serve.run.Run``; with ``objective``, an
+    ``Embedder``). ``train``/``dev`` take rows in memory instead of files: a list of dicts, a
+    pandas DataFrame or a Hugging Face ``Dataset``."""
     from bertfit.training.run import train as _train
 
-    return _train(config)
+    return _train(config, train, dev)
 
 
 def load(run_dir, device: str = "auto", checkpoint: str | None = None):
@@ -33,11 +36,12 @@ def load_embedder(model: str, device: str = "auto"):
     return _load_embedder(model, device)
 
 
-def evaluate(config: EvaluateConfig) -> dict:
-    """Score a run on a labelled file; returns the metrics dict."""
-    from bertfit.serve.commands import evaluate as _evaluate
+def evaluate(config: EvaluateConfig, data=None) -> dict:
+    """Score a run on a labelled file, a task split or rows in memory (``data``); returns the
+    metrics dict."""
+    from bertfit.evaluation.score import evaluate as _evaluate
 
-    return _evaluate(config)
+    return _evaluate(config, data=data)
 
 
 __all__ = [

@@ -13,6 +13,7 @@ import tarfile
 import threading
 import time
 import zipfile
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -110,6 +111,20 @@ def write_rows(path: Path, rows: list[dict]) -> Path:
     data = buffer.getvalue().encode()
     path.write_bytes(gzip.compress(data) if path.name.endswith(".gz") else data)
     return path
+
+
+@pytest.fixture(scope="session", autouse=True)
+def session_cache(tmp_path_factory) -> Iterator[Path]:
+    """Every test's tokenisation and download cache, unless it names its own: never the user's
+    ~/.cache, and ``$BERTFIT_CACHE`` is as it was once the session ends.
+
+    Module- and session-scoped fixtures that need another cache set it with
+    ``pytest.MonkeyPatch.context()`` (monkeypatch is function-scoped); tests use ``cache_env``.
+    """
+    with pytest.MonkeyPatch.context() as patch:
+        cache = tmp_path_factory.mktemp("session-cache")
+        patch.setenv("BERTFIT_CACHE", str(cache))
+        yield cache
 
 
 @pytest.fixture

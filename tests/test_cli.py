@@ -31,9 +31,6 @@ FAST = [
 def single_run(tiny_bert, tmp_path_factory):
     """One trained single-text run shared by the tests that only read it."""
     root = tmp_path_factory.mktemp("single")
-    import os
-
-    os.environ["BERTFIT_CACHE"] = str(root / "cache")
     train = write_rows(root / "train.csv", marker_rows(400, seed=1))
     dev = write_rows(root / "dev.jsonl", marker_rows(100, seed=2))
     out = root / "run"
@@ -222,7 +219,7 @@ def test_d2l_checkpoint_trains_through_the_same_pipeline(tmp_path, cache_env):
     import bertfit
 
     run = bertfit.load(out)
-    assert run.meta["encoder"]["kind"] == "d2l"
+    assert run.meta.encoder_kind == "d2l"
     assert run.results["dev"]["accuracy"] > 0.8
     assert run.predict(["great film"])[0]["label"] == "pos"
 
@@ -343,7 +340,7 @@ def test_command_table_and_help_stay_in_sync():
 def test_layer_lr_decay_groups(tiny_bert):
     from bertfit.models.classifier import build_classifier
     from bertfit.models.encoders import resolve_encoder
-    from bertfit.training.run import make_optimizer
+    from bertfit.training.optim import make_optimizer
 
     model = build_classifier(resolve_encoder(str(tiny_bert)), ["a", "b"])
     optimizer = make_optimizer(model, 1e-3, 0.01, torch.device("cpu"), layer_decay=0.5)

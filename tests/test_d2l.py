@@ -12,10 +12,8 @@ import torch
 from torch import nn
 
 from bertfit.errors import ModelError
-from bertfit.models.d2l import (
-    D2LBertForSequenceClassification,
-    D2LConfig,
-    D2LTokenizer,
+from bertfit.models.d2l import D2LBertForSequenceClassification, D2LConfig, D2LTokenizer
+from bertfit.models.d2l_checkpoint import (
     is_d2l_checkpoint,
     load_d2l_checkpoint,
     load_d2l_model,

@@ -112,3 +112,15 @@ def test_stratified_split_is_seeded_and_stratified():
     assert sum(labels[i] == "b" for i in dev) == 2
     assert stratified_split(labels, 0.1, seed=3) == (train, dev)
     assert stratified_split(labels, 0.1, seed=4) != (train, dev)
+
+
+def test_json_nan_and_null_are_missing_values(tmp_path):
+    path = tmp_path / "a.jsonl"
+    path.write_text(
+        '{"text": "ok", "label": 1}\n{"text": NaN, "label": 0}\n{"text": "x", "label": NaN}\n'
+        '{"text": null, "label": 1}\n'
+    )
+    with pytest.raises(DataError, match=r"a.jsonl: 3 rows with .* \(lines 2, 3, 4\)"):
+        read_examples(path, Columns("text", None, "label"))
+    examples = read_examples(path, Columns("text", None, "label"), skip_bad_rows=True)
+    assert examples.texts == ["ok"] and examples.dropped == {"empty text": 2, "missing label": 1}

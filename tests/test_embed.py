@@ -10,14 +10,8 @@ import torch
 
 from bertfit.cli.main import main
 from bertfit.errors import ModelError
-from bertfit.serve.embed import (
-    Pooling,
-    load_embedder,
-    pool,
-    read_pooling,
-    top_k,
-    write_sentence_transformers_files,
-)
+from bertfit.models.pooling import Pooling, pool, read_pooling, write_sentence_transformers_files
+from bertfit.serve.embed import load_embedder, top_k
 from tests.conftest import write_rows
 
 

@@ -1,6 +1,7 @@
 import torch
 
-from bertfit.models.classifier import FastDropout, build_classifier, use_fast_dropout
+from bertfit.models.classifier import build_classifier
+from bertfit.models.dropout import FastDropout, use_fast_dropout
 from bertfit.models.encoders import resolve_encoder
 from bertfit.models.fastbert import lean_logits, supports_lean_forward, training_forward
 

@@ -20,7 +20,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bertfit.config.commands import TRUNCATIONS
+from bertfit.config.fields import TRUNCATIONS
 from bertfit.data.examples import Columns, Examples
 from bertfit.data.packing import collate, pack_texts, truncate_pair
 from bertfit.data.readers import read_examples

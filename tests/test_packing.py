@@ -141,7 +141,7 @@ def test_pack_texts_respects_max_length_and_cache(tmp_path):
 def test_fast_dropout_matches_dropout_statistics():
     import torch
 
-    from bertfit.models.classifier import FastDropout
+    from bertfit.models.dropout import FastDropout
 
     torch.manual_seed(0)
     layer = FastDropout(0.1).train()

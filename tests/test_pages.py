@@ -120,7 +120,7 @@ def test_run_report_has_every_part_and_renders(single_run, tmp_path):  # noqa: F
 
 
 def test_calibration_error_on_exact_numbers():
-    from bertfit.report.page import expected_calibration_error
+    from bertfit.report.plots import expected_calibration_error
 
     # bin 0.9-1.0: confidence 0.95, all right -> gap 0.05; bin 0.6-0.7: 0.65, half right -> 0.15
     ece, table = expected_calibration_error([0.95, 0.95, 0.65, 0.65], [1, 1, 1, 0])

@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 # Sends `how` to itself right after optimizer step `at`, then runs the CLI with the rest of argv.
 DRIVER = """
 import os, signal, sys
-import bertfit.training.run as training
+import bertfit.training.fit as training
 from bertfit.cli.main import main
 
 at, how = int(sys.argv[1]), getattr(signal, sys.argv[2])
@@ -272,7 +272,7 @@ def test_predict_and_evaluate_take_a_checkpoint(data, reference, capsys):
 
 
 def small_config(data: dict, model: Path, output: Path, **changes):
-    from bertfit.config.commands import TrainConfig
+    from bertfit.config.train import TrainConfig
 
     base = dict(
         train=str(data["train"]),
@@ -352,7 +352,7 @@ def _fresh_training_objects(model_dir: Path):
 
     from bertfit.models.classifier import build_classifier
     from bertfit.models.encoders import resolve_encoder
-    from bertfit.training.run import linear_schedule, make_optimizer
+    from bertfit.training.optim import linear_schedule, make_optimizer
 
     model = build_classifier(resolve_encoder(str(model_dir)), ["neg", "pos"])
     optimizer = make_optimizer(model, 1e-3, 0.01, torch.device("cpu"))
@@ -360,16 +360,16 @@ def _fresh_training_objects(model_dir: Path):
 
 
 def _poison_loss(monkeypatch, at: int) -> None:
-    import bertfit.training.run as training
+    from bertfit.data.labels import Problem
 
-    real, calls = training.LOSSES["single_label_classification"], []
+    real, calls = Problem.loss, []
 
-    def loss(logits, targets):
+    def loss(self, logits, targets):
         calls.append(1)
-        value = real(logits, targets)
+        value = real(self, logits, targets)
         return value * float("nan") if len(calls) == at else value
 
-    monkeypatch.setitem(training.LOSSES, "single_label_classification", loss)
+    monkeypatch.setattr(Problem, "loss", loss)
 
 
 def test_nonfinite_loss_stops_with_the_step_and_keeps_the_checkpoint(
@@ -402,7 +402,7 @@ def test_skip_nonfinite_skips_the_batch_and_finishes(
 def test_out_of_memory_gives_advice(data, tiny_bert, tmp_path, monkeypatch, cache_env, capsys):
     import torch
 
-    import bertfit.training.run as training
+    import bertfit.training.objectives as training
 
     def forward_of(model):
         def forward(**batch):
@@ -418,24 +418,44 @@ def test_out_of_memory_gives_advice(data, tiny_bert, tmp_path, monkeypatch, cach
     assert "--batch-size 8 --grad-accum 2" in err and "--max-length 64" in err
 
 
-def test_bi_encoder_run_resumes_exactly(data, tiny_bert):
-    from tests.test_biencoder import pair_rows, pair_training
+BI_ENCODER_OPTIONS = [
+    "--dev-fraction", "0.2", "--epochs", "2", "--batch-size", "16", "--lr", "3e-3",
+    "--dropout", "0.1", "--threads", "1", "--save-steps", "4", "--deterministic",
+    "--no-progress",
+]  # fmt: skip
 
-    train = write_rows(data["root"] / "pairs.jsonl", pair_rows(120, 1, "softmax"))
-    common = [
-        "--dev-fraction", "0.2", "--epochs", "2", "--batch-size", "16", "--lr", "3e-3",
-        "--dropout", "0.1", "--threads", "1", "--save-steps", "4", "--deterministic",
-        "--no-progress",
-    ]  # fmt: skip
-    whole, cut = data["root"] / "pairs-whole", data["root"] / "pairs-cut"
-    done = run_cli([*pair_training(train, tiny_bert, whole, "softmax"), *common], data)
-    assert done.returncode == 0, done.stderr
-    killed = run_cli(
-        [*pair_training(train, tiny_bert, cut, "softmax"), *common], data, (9, "SIGKILL")
-    )
-    assert killed.returncode == -signal.SIGKILL
-    assert [c.step for c in list_checkpoints(cut)][-1] == 8
+
+@pytest.fixture(scope="module")
+def pair_file(data) -> Path:
+    from tests.test_biencoder import pair_rows
+
+    return write_rows(data["root"] / "pairs.jsonl", pair_rows(120, 1, "softmax"))
+
+
+def bi_encoder_args(pair_file: Path, model: Path, output: Path) -> list[str]:
+    from tests.test_biencoder import pair_training
+
+    return [*pair_training(pair_file, model, output, "softmax"), *BI_ENCODER_OPTIONS]
+
+
+@pytest.fixture(scope="module")
+def bi_encoder_cut(data, tiny_bert, pair_file) -> dict:
+    """A bi-encoder run SIGKILLed after step 9, then resumed to its end; the processes and the
+    checkpoints the kill left are kept for the tests to check."""
+    cut = data["root"] / "pairs-cut"
+    killed = run_cli(bi_encoder_args(pair_file, tiny_bert, cut), data, (9, "SIGKILL"))
+    left = [c.step for c in list_checkpoints(cut)]
     resumed = run_cli(["train", "--resume", str(cut), "--no-progress"], data)
+    return {"dir": cut, "killed": killed, "checkpoints_left": left, "resumed": resumed}
+
+
+def test_bi_encoder_run_resumes_exactly(data, tiny_bert, pair_file, bi_encoder_cut):
+    whole, cut = data["root"] / "pairs-whole", bi_encoder_cut["dir"]
+    done = run_cli(bi_encoder_args(pair_file, tiny_bert, whole), data)
+    assert done.returncode == 0, done.stderr
+    assert bi_encoder_cut["killed"].returncode == -signal.SIGKILL
+    assert bi_encoder_cut["checkpoints_left"][-1] == 8
+    resumed = bi_encoder_cut["resumed"]
     assert resumed.returncode == 0, resumed.stderr
     for name in ("model.safetensors", "nli_head.safetensors"):
         a, b = load_file(whole / name), load_file(cut / name)
@@ -444,10 +464,9 @@ def test_bi_encoder_run_resumes_exactly(data, tiny_bert):
     assert results[0]["dev"] == results[1]["dev"]
 
 
-def test_unfinished_bi_encoder_run_is_refused_but_its_checkpoint_embeds(data, capsys):
-    cut = data["root"] / "pairs-cut"  # left finished by test_bi_encoder_run_resumes_exactly
-    if not cut.is_dir():
-        pytest.skip("needs the bi-encoder resume test's run")
+def test_unfinished_bi_encoder_run_is_refused_but_its_checkpoint_embeds(bi_encoder_cut, capsys):
+    cut, resumed = bi_encoder_cut["dir"], bi_encoder_cut["resumed"]
+    assert resumed.returncode == 0, resumed.stderr  # a finished run, made unfinished below
     (cut / "results.json").rename(cut / "results.moved")
     try:
         assert main(["similarity", str(cut), "--text", "a b", "--pair", "a c"]) == 2

@@ -15,8 +15,9 @@ from pathlib import Path
 import pytest
 
 from bertfit.cli.main import main
+from bertfit.data.corpus import locate, read_split, split_file
 from bertfit.data.labels import REGRESSION
-from bertfit.data.tasks import TASKS, Download, get_task, locate, read_split, split_file
+from bertfit.data.tasks import TASKS, Download, get_task
 from bertfit.errors import ConfigError, DataError
 from tests.conftest import FILLER, MARKER, sha, tar_bytes, zip_bytes
 
@@ -634,3 +635,148 @@ def test_imdb_train_limit_samples_both_labels(tiny_bert, corpora, env_for_module
         "pos": 1,
     }
     assert results["test_split"] == "test" and results["test"]["n"] == 4
+
+
+# ---- the Hugging Face Parquet export: <folder>/hf_parquet/<split>/0000.parquet ------------------
+
+
+def write_hf_split(folder: Path, split: str, rows: list[tuple], names=None, shard="0000") -> Path:
+    """One shard of HF's export: (text, pair, label id) rows, ClassLabel names in the metadata."""
+    pa = pytest.importorskip("pyarrow")
+    pq = pytest.importorskip("pyarrow.parquet")
+    columns = ["sentence1", "sentence2", "label"]
+    table = pa.table({c: [row[i] for row in rows] for i, c in enumerate(columns)})
+    table = table.append_column("idx", pa.array(range(len(rows)), pa.int32()))
+    if names is not None:
+        features = {"label": {"names": list(names), "_type": "ClassLabel"}}
+        meta = {"info": {"features": features}}
+        table = table.replace_schema_metadata({b"huggingface": json.dumps(meta).encode()})
+    path = folder / "hf_parquet" / split / f"{shard}.parquet"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(table, path)
+    return path
+
+
+def hf_rows(n: int, seed: int, ids=(0, 1)) -> list[tuple]:
+    rng = random.Random(seed)
+    return [(sentence(rng), sentence(rng, i % 2 == 0), ids[i % len(ids)]) for i in range(n)]
+
+
+def write_hf_qnli(base: Path, validation: int = 6) -> Path:
+    """QNLI as the copy in shared datasets has it: HF's validation and test splits only (test
+    labels are -1), columns ``question`` and ``sentence`` as in GLUE."""
+    pa = pytest.importorskip("pyarrow")
+    pq = pytest.importorskip("pyarrow.parquet")
+    folder = base / "glue" / "QNLI"
+    features = {"label": {"names": ["entailment", "not_entailment"], "_type": "ClassLabel"}}
+    meta = {b"huggingface": json.dumps({"info": {"features": features}}).encode()}
+    for split, rows in (("validation", hf_rows(validation, 1)), ("test", hf_rows(3, 2, (-1,)))):
+        question, answer, label = zip(*rows)
+        table = pa.table({"question": question, "sentence": answer, "label": label})
+        (folder / "hf_parquet" / split).mkdir(parents=True)
+        pq.write_table(
+            table.replace_schema_metadata(meta), folder / "hf_parquet" / split / "0000.parquet"
+        )
+    return folder
+
+
+def test_qnli_export_without_a_train_split(tmp_path):
+    folder = write_hf_qnli(tmp_path)
+    task = get_task("qnli")
+    assert locate(task, str(tmp_path)) == folder  # the validation split is enough
+    assert split_file(task, folder, "validation") == folder / "hf_parquet" / "validation"
+    assert split_file(task, folder, "dev") == folder / "hf_parquet" / "validation"
+    dev = read_split(task, folder, "validation")
+    assert dev.labels == ["entailment", "not_entailment"] * 3 and not dev.label_is_int
+    assert dev.texts == [r[0] for r in hf_rows(6, 1)] and dev.lines == [1, 2, 3, 4, 5, 6]
+    assert read_split(task, folder, "dev").texts == dev.texts
+    assert task.labelled("validation") and not task.labelled("test")
+    with pytest.raises(DataError, match="the test split is published without labels"):
+        read_split(task, folder, "test")
+    assert len(read_split(task, folder, "test", with_labels=False)) == 3
+    with pytest.raises(DataError) as err:
+        read_split(task, folder, "train")
+    assert str(err.value) == (
+        f"task qnli: no train split in {folder} (expected {folder / 'train.tsv'}); "
+        "found: validation, test; pick one with --train-split"
+    )
+
+
+def test_wnli_parquet_train_beside_glue_dev_tsv(tmp_path):
+    folder = tmp_path / "WNLI"
+    names = ["not_entailment", "entailment"]  # HF's words for GLUE's 0 and 1
+    write_hf_split(folder, "train", hf_rows(8, 1), names)
+    write_hf_split(folder, "validation", hf_rows(2, 9), names)  # dev.tsv wins over this
+    header = ["index", "sentence1", "sentence2", "label"]
+    write_tsv(folder / "dev.tsv", header, [[i, *row] for i, row in enumerate(hf_rows(4, 2))])
+    task = get_task("wnli")
+    assert locate(task, str(tmp_path)) == folder
+    train = read_split(task, folder, "train")
+    assert train.labels == ["0", "1"] * 4 and train.label_is_int
+    assert train.pairs == [r[1] for r in hf_rows(8, 1)]
+    dev = read_split(task, folder, "dev")
+    assert dev.path == str(folder / "dev.tsv") and len(dev) == 4
+
+
+def test_export_label_ids_unlabelled_rows_and_foreign_ids(tmp_path):
+    folder = tmp_path / "RTE"
+    names = ["not_entailment", "entailment"]  # another order than the task's: mapped by name
+    write_hf_split(folder, "train", hf_rows(6, 1, (0, 1, -1)), names)
+    task = get_task("rte")
+    train = read_split(task, folder, "train")
+    assert train.labels == ["not_entailment", "entailment"] * 2
+    assert train.dropped == {"label '-1'": 2} and train.lines == [1, 2, 4, 5]
+    path = write_hf_split(folder, "validation", hf_rows(3, 2, (0, 2)), names=None)
+    with pytest.raises(DataError) as err:
+        read_split(task, folder, "dev")
+    assert str(err.value) == (
+        f"{path}:2: label '2' is not a label id of task rte (0 to 1: entailment, not_entailment)"
+    )
+    write_hf_split(folder, "test", hf_rows(2, 3), names=["a", "b", "c"])
+    labelled_test = dataclasses.replace(task, unlabelled=())
+    with pytest.raises(DataError, match=r"0000.parquet: 3 label names \(a, b, c\) but task rte"):
+        read_split(labelled_test, folder, "test")
+
+
+def test_export_shards_are_read_as_one_split(tmp_path):
+    folder = tmp_path / "RTE"
+    write_hf_split(folder, "train", hf_rows(3, 1), shard="0000")
+    write_hf_split(folder, "train", hf_rows(2, 2, (5,)), shard="0001")
+    with pytest.raises(DataError) as err:
+        read_split(get_task("rte"), folder, "train")
+    assert str(err.value).startswith(f"{folder / 'hf_parquet' / 'train'}:4: label '5'")
+    write_hf_split(folder, "train", hf_rows(2, 2), shard="0001")
+    train = read_split(get_task("rte"), folder, "train")
+    assert train.lines == [1, 2, 3, 4, 5] and len(train) == 5
+
+
+def test_mnli_export_columns_and_validation_matched(tmp_path):
+    pa = pytest.importorskip("pyarrow")
+    pq = pytest.importorskip("pyarrow.parquet")
+    folder = tmp_path / "MNLI" / "hf_parquet" / "validation_matched"
+    folder.mkdir(parents=True)
+    table = pa.table({"premise": ["p1", "p2"], "hypothesis": ["h1", "h2"], "label": [2, 0]})
+    pq.write_table(table, folder / "0000.parquet")
+    task = get_task("mnli")
+    assert task.split_name("validation_matched") == "dev_matched"
+    examples = read_split(task, tmp_path / "MNLI", "validation_matched")
+    assert examples.texts == ["p1", "p2"] and examples.labels == ["contradiction", "entailment"]
+
+
+def test_train_on_exports_end_to_end(tiny_bert, tmp_path, capsys):
+    wnli = tmp_path / "glue" / "WNLI"
+    write_hf_split(wnli, "train", hf_rows(20, 1), ["not_entailment", "entailment"])
+    header = ["index", "sentence1", "sentence2", "label"]
+    write_tsv(wnli / "dev.tsv", header, [[i, *row] for i, row in enumerate(hf_rows(6, 2))])
+    results = train_task(tiny_bert, tmp_path / "wnli", "wnli", tmp_path)
+    assert results["train_examples"] == 20 and results["dev"]["n"] == 6
+    assert results["labels"] == ["0", "1"]
+
+    write_hf_qnli(tmp_path, validation=20)
+    argv = ["train", "--task", "qnli", "--data-dir", str(tmp_path), "--model", str(tiny_bert)]
+    assert main([*argv, "--output", str(tmp_path / "none"), *FAST]) == 2
+    assert "found: validation, test; pick one with --train-split" in capsys.readouterr().err
+    extra = ("--train-split", "validation", "--dev-fraction", "0.1")
+    results = train_task(tiny_bert, tmp_path / "qnli", "qnli", tmp_path, *extra)
+    assert results["train_examples"] == 18 and results["dev"]["n"] == 2
+    assert results["labels"] == ["entailment", "not_entailment"]

@@ -1,4 +1,36 @@
 """One typed config per command, shared by the CLI and the Python API."""
 
-from bertfit.config.commands import *  # noqa: F403
-from bertfit.config.commands import DEFAULT_MODEL, PRECISIONS, TRUNCATIONS, config_fields  # noqa: F401
+from bertfit.config.commands import (
+    CompareConfig,
+    DataConfig,
+    EmbedConfig,
+    EvaluateConfig,
+    ExplainConfig,
+    PredictConfig,
+    QuickstartConfig,
+    ReportConfig,
+    SearchConfig,
+    SimilarityConfig,
+    TasksConfig,
+)
+from bertfit.config.fields import DEFAULT_MODEL, PRECISIONS, TRUNCATIONS, config_fields
+from bertfit.config.train import TrainConfig
+
+__all__ = [
+    "DEFAULT_MODEL",
+    "PRECISIONS",
+    "TRUNCATIONS",
+    "CompareConfig",
+    "DataConfig",
+    "EmbedConfig",
+    "EvaluateConfig",
+    "ExplainConfig",
+    "PredictConfig",
+    "QuickstartConfig",
+    "ReportConfig",
+    "SearchConfig",
+    "SimilarityConfig",
+    "TasksConfig",
+    "TrainConfig",
+    "config_fields",
+]

@@ -1,6 +1,7 @@
-"""Read labelled text from CSV, TSV and JSONL files (gzip too) into plain Python lists.
+"""Read labelled text from CSV, TSV, JSONL (gzip too) and Parquet files into ``Examples``.
 
-Every problem is reported as one line naming the file, the line and the field.
+Every problem is reported as one line naming the file, the line (in Parquet files: the row,
+numbered from 1, written the same way, ``train.parquet:3: ...``) and the field.
 TSV is read with quoting off, as GLUE's own loader does, so quotes inside texts stay text.
 """
 
@@ -17,8 +18,10 @@ import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
-from bertfit.data.examples import MISSING, Columns, Examples
-from bertfit.data.labels import check_label_type, is_int_text, json_type, parse_label
+from bertfit.data.examples import Columns, Examples
+from bertfit.data.labels import json_type
+from bertfit.data.parquet import parquet_records, read_parquet
+from bertfit.data.records import WRONG_WIDTH, ReadOptions, Source, collect, column_keys
 from bertfit.errors import DataError
 
 FORMATS = {
@@ -28,20 +31,25 @@ FORMATS = {
     ".jsonl": "jsonl",
     ".json": "jsonl",
     ".ndjson": "jsonl",
+    ".parquet": "parquet",
 }
 
 csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
 
 
 def file_format(path: str | os.PathLike) -> str:
-    """csv, tsv or jsonl, from the extension (``.gz`` is looked through)."""
+    """csv, tsv, jsonl or parquet, from the extension (``.gz`` is looked through)."""
     name = str(path).lower()
-    if name.endswith(".gz"):
-        name = name[:-3]
-    suffix = Path(name).suffix
+    gzipped = name.endswith(".gz")
+    suffix = Path(name.removesuffix(".gz")).suffix
     if suffix not in FORMATS:
         raise DataError(
-            f"{path}: unknown file type {suffix or '(none)'!r}; use .csv, .tsv or .jsonl (optionally .gz)"
+            f"{path}: unknown file type {suffix or '(none)'!r}; use .csv, .tsv or .jsonl "
+            "(optionally .gz), or .parquet"
+        )
+    if gzipped and FORMATS[suffix] == "parquet":
+        raise DataError(
+            f"{path}: Parquet compresses inside the file; give the .parquet file itself"
         )
     return FORMATS[suffix]
 
@@ -67,8 +75,8 @@ def check_file(path: str | os.PathLike) -> Path:
 
 
 def data_file_format(path: str | os.PathLike) -> str:
-    """csv, tsv or jsonl for an existing data file; a DataError for a folder, a missing file or an
-    unknown type (a missing file with an unknown extension is reported by its type)."""
+    """csv, tsv, jsonl or parquet for an existing data file; a DataError for a folder, a missing
+    file or an unknown type (a missing file with an unknown extension is reported by its type)."""
     path = Path(path)
     if path.is_dir():
         raise DataError(f"{path}: is a directory, expected a data file")
@@ -124,9 +132,13 @@ def iter_records(
 ) -> tuple[list[str] | None, Iterator]:
     """(header, records): each record is (line number, dict for JSONL or list of fields).
 
+    Parquet files give their column names as the header and (row number, dict) records, rows
+    numbered from 1; ``has_header`` does not apply to them.
     With ``skip_bad_rows`` a row of the wrong width comes back as the string ``WRONG_WIDTH``.
     """
     fmt = data_file_format(path)
+    if fmt == "parquet":
+        return parquet_records(path)
     text = read_text(path)
     if fmt == "jsonl":
         return None, _jsonl_records(path, text)
@@ -167,9 +179,6 @@ def _jsonl_records(path, text: str) -> Iterator:
         yield number, record
 
 
-WRONG_WIDTH = "wrong number of fields"
-
-
 def _csv_records(path, reader, header: list[str] | None, skip_bad_rows: bool = False) -> Iterator:
     width = len(header) if header else None
     end = reader.line_num
@@ -196,42 +205,6 @@ def _csv_records(path, reader, header: list[str] | None, skip_bad_rows: bool = F
         raise DataError(f"{path}:{reader.line_num}: malformed row ({err})") from None
 
 
-def _column_index(path, header: list[str] | None, column: str, flag: str) -> int | str:
-    if header is None:
-        return int(column) if str(column).isdigit() else column
-    if column in header:
-        return header.index(column)
-    raise DataError(
-        f"{path}: no column {column!r} for {flag}; the file has columns: "
-        + ", ".join(f"{i}={name!r}" for i, name in enumerate(header))
-    )
-
-
-def _get(record, key, path, line: int, flag: str):
-    if isinstance(record, dict):
-        if isinstance(key, int):
-            raise DataError(f"{path}: {flag} {key} is a column number; JSONL rows need a key name")
-        return record.get(key, MISSING)
-    if isinstance(key, str):
-        raise DataError(
-            f"{path}: {flag} {key!r} needs a header row; give a column number (0-based)"
-        )
-    if key >= len(record):
-        raise DataError(
-            f"{path}:{line}: no field {key} for {flag}; the row has {len(record)} fields"
-        )
-    return record[key]
-
-
-def _as_text(value, path=None, line: int = 0, flag: str = "--text-column") -> str | None:
-    if value is MISSING or value is None:
-        return None
-    if isinstance(value, (list, dict)):
-        raise DataError(f"{path}:{line}: {flag} holds {json_type(value)}, expected a string")
-    text = str(value)
-    return text if text.strip() else None
-
-
 def read_examples(
     path: str | os.PathLike,
     columns: Columns,
@@ -246,97 +219,29 @@ def read_examples(
 ) -> Examples:
     """Read texts, optional pair texts and (if ``with_labels``) labels from a data file.
 
-    Rows with an empty text or a missing label stop the read with a list of their line numbers,
-    unless ``skip_bad_rows``. ``label_kind`` is ``single`` (a string), ``multi`` (a JSON list or a
+    CSV, TSV, JSON Lines (each optionally gzipped) and Parquet (which needs pyarrow). Rows with
+    an empty text or a missing label stop the read with a list of their line numbers, unless
+    ``skip_bad_rows``. ``label_kind`` is ``single`` (a string), ``multi`` (a JSON list or a
     ``label_separator``-separated string) or ``score`` (a float, for regression). Rows whose label
     is in ``drop_labels`` (SNLI's ``-``) are left out and counted; ``where=(column, value)`` keeps
     only the rows with that value (SICK's SemEval_set).
     Example: ``read_examples("train.tsv", Columns("sentence", None, "label"))``.
     """
-    header, records = iter_records(
-        path,
-        has_header=not columns.numeric() and data_file_format(path) != "jsonl",
+    options = ReadOptions(
+        with_labels=with_labels,
+        limit=limit,
         skip_bad_rows=skip_bad_rows,
+        label_kind=label_kind,
+        label_separator=label_separator,
+        drop_labels=tuple(drop_labels),
+        where=where,
     )
-    text_key = _column_index(path, header, columns.text, "--text-column")
-    pair_key = (
-        None if columns.pair is None else _column_index(path, header, columns.pair, "--pair-column")
+    fmt = data_file_format(path)
+    if fmt == "parquet":
+        return read_parquet(path, columns, options)
+    header, records = iter_records(
+        path, has_header=not columns.numeric() and fmt != "jsonl", skip_bad_rows=skip_bad_rows
     )
-    label_key = None
-    if with_labels:
-        label_key = _column_index(path, header, columns.label, "--label-column")
-    where_key = None if where is None else _column_index(path, header, where[0], "split column")
-    texts, pairs, labels, lines, bad = [], [], [], [], []
-    dropped: dict[str, int] = {}
-    rows_seen = 0
-    label_types: dict[str, tuple[int, object]] = {}  # "number"/"name" -> first (line, value)
-
-    def drop(reason: str, line: int) -> None:
-        dropped[reason] = dropped.get(reason, 0) + 1
-        if reason in ("empty text", "missing label"):
-            bad.append(line)
-
-    for line, record in records:
-        if limit is not None and len(texts) >= limit:
-            break
-        rows_seen += 1
-        if record is WRONG_WIDTH:
-            drop(WRONG_WIDTH, line)
-            continue
-        if (
-            where_key is not None
-            and _get(record, where_key, path, line, "split column") != where[1]
-        ):
-            continue
-        text = _as_text(_get(record, text_key, path, line, "--text-column"), path, line)
-        pair = (
-            None
-            if pair_key is None
-            else _as_text(
-                _get(record, pair_key, path, line, "--pair-column"), path, line, "--pair-column"
-            )
-        )
-        label = None
-        if label_key is not None:
-            raw = _get(record, label_key, path, line, "--label-column")
-            label = parse_label(raw, label_kind, label_separator, path, line)
-            if label_kind == "single" and isinstance(record, dict) and label is not None:
-                check_label_type(path, line, raw, label, label_types)
-            if label_kind == "single" and label in drop_labels:
-                drop(f"label {label!r}", line)
-                continue
-        if text is None or (pair_key is not None and pair is None):
-            drop("empty text", line)
-            continue
-        if label_key is not None and label is None:
-            drop("missing label", line)
-            continue
-        texts.append(text)
-        pairs.append(pair)
-        labels.append(label)
-        lines.append(line)
-    if bad and not skip_bad_rows:
-        shown = ", ".join(map(str, bad[:5])) + (", ..." if len(bad) > 5 else "")
-        what = "an empty text or a missing label" if with_labels else "an empty text"
-        rows = "1 row" if len(bad) == 1 else f"{len(bad)} rows"
-        raise DataError(
-            f"{path}: {rows} with {what} (line{'s' if len(bad) > 1 else ''} {shown}); fix "
-            f"{'them' if len(bad) > 1 else 'it'} or pass --skip-bad-rows"
-        )
-    if not texts:
-        if rows_seen == 0 and header is not None:
-            raise DataError(f"{path}: only a header line, no data rows")
-        if rows_seen == 0:
-            raise DataError(f"{path}: no data rows")
-        detail = f" ({Examples(str(path), [], dropped=dropped).describe()})" if dropped else ""
-        raise DataError(f"{path}: no usable rows{detail}")
-    label_is_int = with_labels and label_kind == "single" and all(map(is_int_text, labels))
-    return Examples(
-        str(path),
-        texts,
-        pairs if pair_key is not None else None,
-        labels if with_labels else None,
-        lines,
-        label_is_int,
-        dropped,
-    )
+    source = Source(str(path))
+    keys = column_keys(source, header, columns, options)
+    return collect(source, records, keys, options, header_line=header is not None)

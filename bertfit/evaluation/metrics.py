@@ -115,7 +115,23 @@ def regression_metrics(y_true, scores) -> dict:
 
 
 def sigmoid(logits: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-logits))
+    """Elementwise logistic function, in the input's float dtype (float32 stays float32).
+
+    Computed from ``exp(-|x|)``, which is at most 1, so no logit overflows: the naive
+    ``1 / (1 + exp(-x))`` warns and takes ``exp(1000) = inf`` for a logit of -1000.
+    Example: ``sigmoid(np.array([-1000.0, 0.0, 1000.0]))`` is ``[0.0, 0.5, 1.0]``.
+    """
+    logits = np.asarray(logits)
+    small = np.exp(-np.abs(logits))
+    # [()] turns a 0-d result back into a scalar, as the naive form gives for a scalar logit
+    return np.where(logits >= 0, 1 / (1 + small), small / (1 + small))[()]
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Probabilities per row; the row maximum is subtracted first, so no logit overflows."""
+    shifted = logits - logits.max(axis=-1, keepdims=True)
+    exp = np.exp(shifted)
+    return exp / exp.sum(axis=-1, keepdims=True)
 
 
 def multilabel_metrics(y_true, y_pred, labels: list[str]) -> dict:
@@ -245,38 +261,3 @@ def with_intervals(
 def headline(metrics: dict) -> dict:
     """Only the numeric top-level metrics (what goes into metrics.jsonl and the epoch line)."""
     return {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and k != "n"}
-
-
-def format_report(metrics: dict) -> str:
-    """A plain-text table for people: headline metrics, per-class figures, confusion matrix."""
-    lines = [f"examples: {metrics['n']}"]
-    ci = metrics.get("ci", {})
-    lines += [
-        f"{name}: {value:.4f}"
-        + (f"  (95% CI {ci[name][0]:.4f} to {ci[name][1]:.4f})" if name in ci else "")
-        for name, value in headline(metrics).items()
-    ]
-    if "labels" not in metrics:  # regression: the correlations are the whole story
-        return "\n".join(lines)
-    labels = metrics["labels"]
-    width = max(8, *(len(label) for label in labels))
-    lines.append("")
-    lines.append(f"{'label':<{width}}  precision  recall     f1  support")
-    for label in labels:
-        row = metrics["per_class"][label]
-        lines.append(
-            f"{label:<{width}}  {row['precision']:9.4f}  {row['recall']:6.4f}  {row['f1']:.4f}  {row['support']:7d}"
-        )
-    if "confusion_matrix" not in metrics:
-        return "\n".join(lines)
-    lines.append("")
-    lines.append("confusion matrix (rows: true, columns: predicted)")
-    cell = max(
-        6,
-        *(len(label) for label in labels),
-        *(len(str(c)) for r in metrics["confusion_matrix"] for c in r),
-    )
-    lines.append(" " * width + "  " + " ".join(f"{label:>{cell}}" for label in labels))
-    for label, row in zip(labels, metrics["confusion_matrix"]):
-        lines.append(f"{label:<{width}}  " + " ".join(f"{count:>{cell}}" for count in row))
-    return "\n".join(lines)

@@ -25,8 +25,9 @@ from torch import nn
 from bertfit.data.packing import Packed, collate, sorted_batches
 from bertfit.evaluation.metrics import classification_metrics, pearson, spearman
 from bertfit.models.fastbert import lean_hidden, supports_lean_encoder
+from bertfit.models.pooling import Pooling, pool, write_sentence_transformers_files
+from bertfit.rundir import NLI_HEAD
 from bertfit.runtime import autocast
-from bertfit.serve.embed import Pooling, pool, write_sentence_transformers_files
 
 log = logging.getLogger("bertfit")
 
@@ -170,9 +171,6 @@ def bi_encoder_batch_loss(model: BiEncoder, train: dict, config, pad_id: int, de
     return batch_loss
 
 
-HEAD = "nli_head.safetensors"  # the softmax objective's head, kept in checkpoints only
-
-
 def load_bi_encoder_weights(model: BiEncoder, checkpoint: Path) -> None:
     """Copy a checkpoint's encoder (and softmax head) into ``model``, exactly."""
     from safetensors.torch import load_file
@@ -180,7 +178,7 @@ def load_bi_encoder_weights(model: BiEncoder, checkpoint: Path) -> None:
     saved = load_bi_encoder(checkpoint, model.pooling, 0, 0)
     model.bert.load_state_dict(saved.bert.state_dict())
     if model.head is not None:
-        model.head.load_state_dict(load_file(checkpoint / HEAD))
+        model.head.load_state_dict(load_file(checkpoint / NLI_HEAD))
 
 
 def save_bi_encoder(model: BiEncoder, tokenizer, directory: Path) -> None:
@@ -201,7 +199,7 @@ def save_bi_encoder(model: BiEncoder, tokenizer, directory: Path) -> None:
         write_sentence_transformers_files(staging, model.pooling, model.bert.config.hidden_size)
         if model.head is not None:  # not part of the sentence embedder, but a resume needs it
             save_file(
-                {k: v.contiguous() for k, v in model.head.state_dict().items()}, staging / HEAD
+                {k: v.contiguous() for k, v in model.head.state_dict().items()}, staging / NLI_HEAD
             )
         for item in sorted(staging.iterdir(), key=lambda p: p.suffix == ".safetensors"):
             target = directory / item.name

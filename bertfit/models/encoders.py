@@ -99,14 +99,14 @@ def _looks_like_path(spec: str) -> bool:
 
 
 def _local_encoder(path: Path, spec: str) -> Encoder:
-    from bertfit.models.d2l import is_d2l_checkpoint
+    from bertfit.models.d2l_checkpoint import is_d2l_checkpoint
 
     if is_d2l_checkpoint(path):
         return Encoder("d2l", path, spec)
     if path.is_file() and path.suffix.lower() == ".zip":
         import zipfile
 
-        from bertfit.models.d2l import load_d2l_checkpoint
+        from bertfit.models.d2l_checkpoint import load_d2l_checkpoint
 
         if not zipfile.is_zipfile(path):
             raise ModelError(

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import json
 import re
+import string
 from pathlib import Path
 
 from bertfit.files import write_text
+from bertfit.rundir import CARD, RUN_CONFIG, read_results
 
 PIPELINE = {
     "single_label_classification": "text-classification",
@@ -57,97 +59,74 @@ def _metric_rows(metrics: dict, ci: dict) -> list[tuple[str, float, list | None]
     ]
 
 
+TEMPLATE = Path(__file__).with_name("card_template.md")
+KINDS = {
+    "single_label_classification": "classifies texts into {labels}",
+    "multi_label_classification": "tags texts with any of {labels}",
+    "regression": "predicts a similarity or rating score",
+    "embedding": "embeds sentences as vectors compared by cosine similarity",
+}
+USAGE = {
+    "embedding": "Use `bertfit similarity/embed/search RUN`, or `SentenceTransformer(RUN)`.",
+    "classifier": "Use `bertfit predict RUN --text ...`, or "
+    "`AutoModelForSequenceClassification.from_pretrained(RUN)`.",
+}
+
+
 def model_card(meta: dict, results: dict, run_name: str) -> str:
-    """The card's text for a finished run (``bertfit.json`` and ``results.json`` contents)."""
+    """The card's text for a finished run (``bertfit.json`` and ``results.json`` contents),
+    filled into ``card_template.md``."""
     config, problem = meta["config"], meta.get("problem", "single_label_classification")
-    base = meta["encoder"]["name"]
     data = meta.get("task") or Path(config.get("train") or "data").name
     dev_rows = _metric_rows(results.get("dev", {}), results.get("dev_ci", {}))
-    front = [
-        "---",
-        f"base_model: {_yaml_str(base)}",
-        f"pipeline_tag: {PIPELINE.get(problem, 'text-classification')}",
-        f"library_name: {'sentence-transformers' if problem == 'embedding' else 'transformers'}",
-        f"license: {base_license(meta['encoder']['path'])}",
-        f"datasets:\n- {_yaml_str(data)}",
-        "tags:\n- bertfit",
-        "metrics:",
-        *[f"- {name}" for name, _, _ in dev_rows],
-        "model-index:",
-        f"- name: {_yaml_str(run_name)}",
-        "  results:",
-        f"  - task:\n      type: {PIPELINE.get(problem, 'text-classification')}",
-        f"    dataset:\n      name: {_yaml_str(data)}\n      type: {_yaml_str(data)}\n      split: dev",
-        "    metrics:",
-        *[f"    - type: {name}\n      value: {value:.4f}" for name, value, _ in dev_rows],
-        "---",
-    ]
-    kind = {
-        "single_label_classification": f"classifies texts into {', '.join(meta['labels'])}",
-        "multi_label_classification": f"tags texts with any of {', '.join(meta['labels'])}",
-        "regression": "predicts a similarity or rating score",
-        "embedding": "embeds sentences as vectors compared by cosine similarity",
-    }.get(problem, "classifies texts")
-    pair = " (text pairs)" if meta["columns"].get("pair") else ""
-    body = [
-        f"# {run_name}",
-        "",
-        f"A fine-tuned `{base}` that {kind}{pair}, trained with bertfit {results.get('version', '')}.",
-        "",
-        "## Intended use",
-        "",
-        f"Inputs like the training data ({data}): English text, at most "
-        f"{config['max_length']} tokens (longer inputs are cut, `{config['truncation']}`). "
-        + (
-            "Use `bertfit similarity/embed/search RUN`, or `SentenceTransformer(RUN)`."
-            if problem == "embedding"
-            else "Use `bertfit predict RUN --text ...`, or "
-            "`AutoModelForSequenceClassification.from_pretrained(RUN)`."
+    pipeline = PIPELINE.get(problem, "text-classification")
+    test_split = results.get("test_split")
+    values = {
+        "base_model": _yaml_str(meta["encoder"]["name"]),
+        "base": meta["encoder"]["name"],
+        "pipeline": pipeline,
+        "library": "sentence-transformers" if problem == "embedding" else "transformers",
+        "license": base_license(meta["encoder"]["path"]),
+        "dataset": _yaml_str(data),
+        "data": data,
+        "metric_names": "".join(f"- {name}\n" for name, _, _ in dev_rows),
+        "metric_values": "".join(
+            f"    - type: {name}\n      value: {value:.4f}\n" for name, value, _ in dev_rows
         ),
-        "",
-        "## Training data",
-        "",
-        f"{data}: {results.get('train_examples', '?')} training and "
-        f"{results.get('dev_examples', '?')} dev examples"
-        + (
-            f"; test split `{results['test_split']}`."
-            if results.get("test_split")
-            else " (no labelled test split)."
+        "run_name_yaml": _yaml_str(run_name),
+        "run_name": run_name,
+        "kind": KINDS.get(problem, "classifies texts").format(labels=", ".join(meta["labels"])),
+        "pair": " (text pairs)" if meta["columns"].get("pair") else "",
+        "version": results.get("version", ""),
+        "max_length": config["max_length"],
+        "truncation": config["truncation"],
+        "usage": USAGE["embedding" if problem == "embedding" else "classifier"],
+        "train_examples": results.get("train_examples", "?"),
+        "dev_examples": results.get("dev_examples", "?"),
+        "test_split": f"; test split `{test_split}`."
+        if test_split
+        else " (no labelled test split).",
+        "hyper_rows": "".join(
+            f"| {k} | {config[k]} |\n" for k in HYPER if config.get(k) is not None
         ),
-        "",
-        "## Hyper-parameters",
-        "",
-        "| name | value |",
-        "|---|---|",
-        *[f"| {k} | {config[k]} |" for k in HYPER if config.get(k) is not None],
-        f"| precision | {results.get('precision', 'auto')} |",
-        "",
-        "## Results (95% bootstrap intervals, 1,000 resamples)",
-        "",
-        "| split | metric | value | 95% interval |",
-        "|---|---|---|---|",
-    ]
+        "precision": results.get("precision", "auto"),
+        "result_rows": "".join(_result_rows(results)),
+    }
+    return string.Template(TEMPLATE.read_text(encoding="utf-8")).substitute(values)
+
+
+def _result_rows(results: dict) -> list[str]:
+    rows = []
     for split in ("dev", "test"):
         for name, value, ci in _metric_rows(results.get(split, {}), results.get(f"{split}_ci", {})):
             interval = f"{ci[0]:.4f} to {ci[1]:.4f}" if ci else ""
-            body.append(f"| {split} | {name} | {value:.4f} | {interval} |")
-    body += [
-        "",
-        "## Limitations",
-        "",
-        f"- Judged on {results.get('dev_examples', '?')} dev examples: the intervals above are "
-        "the honest size of that uncertainty; expect lower figures on text unlike the training data.",
-        "- Inherits the biases of the base model and of the training data.",
-        "- The dev set also picked the best epoch, so dev figures are slightly optimistic; "
-        "a test split, where shown, was not used for any choice.",
-        "",
-    ]
-    return "\n".join(front + [""] + body)
+            rows.append(f"| {split} | {name} | {value:.4f} | {interval} |\n")
+    return rows
 
 
 def write_model_card(run_dir: Path, results: dict | None = None) -> None:
     """Write ``README.md`` from ``bertfit.json`` and the results (``results.json`` if not given)."""
-    meta = json.loads((run_dir / "bertfit.json").read_text(encoding="utf-8"))
+    meta = json.loads((run_dir / RUN_CONFIG).read_text(encoding="utf-8"))
     if results is None:
-        results = json.loads((run_dir / "results.json").read_text(encoding="utf-8"))
-    write_text(run_dir / "README.md", model_card(meta, results, run_dir.resolve().name))
+        results = read_results(run_dir)
+    write_text(run_dir / CARD, model_card(meta, results, run_dir.resolve().name))

@@ -12,11 +12,34 @@ Word pieces are merged back into words (scores summed for IG, maxed for attentio
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Protocol
 
 import torch
+from torch import nn
 
+from bertfit.data.packing import Packed
 from bertfit.errors import ModelError
-from bertfit.serve.run import Run, softmax
+from bertfit.evaluation.metrics import softmax
+
+
+class Explainable(Protocol):
+    """What ``explain`` needs of a loaded run (``serve.run.Run`` has it all)."""
+
+    directory: Path
+    model: nn.Module
+    tokenizer: Any
+    device: torch.device
+
+    @property
+    def problem(self) -> str: ...
+    @property
+    def labels(self) -> list[str]: ...
+    @property
+    def is_pair(self) -> bool: ...
+    def pack(self, texts: list[str], pairs: list[str] | None = None) -> Packed: ...
+    def output_label(self, index: int) -> str | int: ...
 
 
 @contextlib.contextmanager
@@ -63,7 +86,7 @@ def merge_words(
     return words
 
 
-def explain(run: Run, text: str, pair: str | None = None, steps: int = 50) -> dict:
+def explain(run: Explainable, text: str, pair: str | None = None, steps: int = 50) -> dict:
     """Prediction, probabilities, per-token and per-word attention and IG scores for one input.
 
     Example: ``explain(bertfit.load("runs/sst2"), "a gorgeous, witty movie")["words"]``.
@@ -140,91 +163,12 @@ def explain(run: Run, text: str, pair: str | None = None, steps: int = 50) -> di
     }
 
 
-def _colour(score: float, scale: float, positive: str, negative: str) -> str:
-    """A translucent background: the stronger the score, the deeper the colour."""
-    strength = 0.0 if scale == 0 else min(1.0, abs(score) / scale)
-    rgb = positive if score >= 0 else negative
-    return f"rgba({rgb},{0.08 + 0.72 * strength:.3f})"
+def explain_file(run, path: str, steps: int = 50) -> Iterator[tuple[dict, str]]:
+    """(explanation, text) for every row of a .csv/.tsv/.jsonl/.parquet file, in the run's columns."""
+    from bertfit.data.readers import read_examples
+    from bertfit.rundir import trained_columns
 
-
-def render_html(result: dict) -> str:
-    """A self-contained page (no external scripts, styles or fonts) showing the explanation."""
-    from html import escape
-
-    words = result["words"]
-    ig_scale = max((abs(w["integrated_gradients"]) for w in words), default=0.0)
-    att_scale = max((w["attention"] for w in words), default=0.0)
-
-    def row(method: str, key: str, scale: float, pos: str, neg: str) -> str:
-        spans = []
-        for segment in sorted({w["segment"] for w in words}):
-            if segment:
-                spans.append('<span class="sep">&#8214;</span>')
-            for w in (w for w in words if w["segment"] == segment):
-                spans.append(
-                    f'<span class="w" data-method="{method}" data-score="{w[key]:.6f}" '
-                    f'title="{escape(method)}: {w[key]:+.4f}" '
-                    f'style="background:{_colour(w[key], scale, pos, neg)}">{escape(w["word"])}</span>'
-                )
-        return " ".join(spans)
-
-    probs = "".join(
-        f"<tr><td>{escape(str(label))}</td><td>{p:.4f}</td>"
-        f'<td><div class="bar" style="width:{200 * p:.0f}px"></div></td></tr>'
-        for label, p in result["probabilities"].items()
-    )
-    pair = f"<p><b>pair:</b> {escape(result['pair'])}</p>" if result.get("pair") else ""
-    return f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8">
-<title>bertfit explanation: {escape(str(result["label"]))}</title>
-<style>
-body {{ font-family: system-ui, sans-serif; margin: 2em; max-width: 60em; color: #222 }}
-.w {{ padding: 0.15em 0.25em; border-radius: 0.25em; line-height: 2.2 }}
-.sep {{ color: #999; margin: 0 0.5em }}
-.bar {{ height: 0.8em; background: #4a7fd6 }}
-td {{ padding: 0.1em 0.6em }}
-.legend span {{ padding: 0.1em 0.5em; margin-right: 0.5em; border-radius: 0.25em }}
-</style></head>
-<body>
-<h1>Prediction: {escape(str(result["label"]))}</h1>
-<p><b>text:</b> {escape(result["text"])}</p>{pair}
-<table>{probs}</table>
-<h2>Integrated gradients (toward "{escape(str(result["label"]))}")</h2>
-<p id="ig">{row("integrated_gradients", "integrated_gradients", ig_scale, "30,150,60", "210,40,40")}</p>
-<p class="legend"><span style="background:rgba(30,150,60,0.7)">pushes toward the prediction</span>
-<span style="background:rgba(210,40,40,0.7)">pushes away from it</span>
-(scores sum to {result["attribution_sum"]:+.4f}; output change from the all-[PAD] baseline
-{result["output_difference"]:+.4f}; {result["steps"]} steps)</p>
-<h2>Attention from [CLS], last layer, heads averaged</h2>
-<p id="attention">{row("attention", "attention", att_scale, "60,100,220", "60,100,220")}</p>
-<p class="legend"><span style="background:rgba(60,100,220,0.7)">more attention</span>
-(attention shows where the model looked, not why it decided)</p>
-</body></html>
-"""
-
-
-def render_png(result: dict, path) -> None:
-    """The same two views as bar charts, one bar per word, for papers and slides."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from bertfit.files import save_file_atomic
-
-    words = [w["word"] for w in result["words"]]
-    ig = [w["integrated_gradients"] for w in result["words"]]
-    att = [w["attention"] for w in result["words"]]
-    fig, axes = plt.subplots(2, 1, figsize=(max(6, 0.45 * len(words)), 5), sharex=True)
-    axes[0].bar(range(len(words)), ig, color=["#1e963c" if v >= 0 else "#d22828" for v in ig])
-    axes[0].axhline(0, color="#444", linewidth=0.6)
-    axes[0].set_ylabel("integrated\ngradients")
-    axes[0].set_title(
-        f"prediction: {result['label']} ({max(result['probabilities'].values()):.3f})"
-    )
-    axes[1].bar(range(len(words)), att, color="#3c64dc")
-    axes[1].set_ylabel("[CLS] attention")
-    axes[1].set_xticks(range(len(words)), words, rotation=60, ha="right")
-    fig.tight_layout()
-    save_file_atomic(lambda tmp: fig.savefig(tmp, format="png", dpi=120), path)
-    plt.close(fig)
+    examples = read_examples(path, trained_columns(run.meta, None, None, None), with_labels=False)
+    for i, text in enumerate(examples.texts):
+        pair = None if examples.pairs is None else examples.pairs[i]
+        yield run.explain(text, pair, steps), text

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -10,14 +9,23 @@ import numpy as np
 import torch
 from torch import nn
 
-from bertfit.data.labels import MULTI, REGRESSION, SINGLE
+from bertfit.data.labels import MULTI, REGRESSION
+from bertfit.data.memory import read_source
 from bertfit.data.packing import Packed, Tokenizer, iterate_batches, pack_texts, sorted_batches
 from bertfit.errors import ModelError
-from bertfit.evaluation.metrics import sigmoid
+from bertfit.evaluation.metrics import sigmoid, softmax
+from bertfit.rundir import (
+    RESULTS,
+    RUN_CONFIG,
+    RunMeta,
+    is_finished,
+    is_run_dir,
+    read_meta,
+    read_results,
+    thresholds_of,
+    trained_columns,
+)
 from bertfit.runtime import autocast, pick_device, pick_precision
-
-RUN_CONFIG = "bertfit.json"
-RESULTS = "results.json"
 
 
 @torch.inference_mode()
@@ -47,12 +55,6 @@ def compute_logits(
     return out
 
 
-def softmax(logits: np.ndarray) -> np.ndarray:
-    shifted = logits - logits.max(axis=-1, keepdims=True)
-    exp = np.exp(shifted)
-    return exp / exp.sum(axis=-1, keepdims=True)
-
-
 @dataclass
 class Run:
     """A finished run directory, loaded: the model, its tokenizer and what it was trained with.
@@ -61,7 +63,7 @@ class Run:
     """
 
     directory: Path
-    meta: dict
+    meta: RunMeta
     results: dict
     model: nn.Module = field(repr=False)
     tokenizer: Tokenizer = field(repr=False)
@@ -69,26 +71,24 @@ class Run:
 
     @property
     def labels(self) -> list[str]:
-        return self.meta["labels"]
+        return self.meta.labels
 
     @property
     def problem(self) -> str:
         """single_label_classification, regression or multi_label_classification."""
-        return self.meta.get("problem", SINGLE)
+        return self.meta.problem
 
     @property
     def thresholds(self) -> np.ndarray:
         """Multi-label decision thresholds, one per label (0.5 unless tuned on dev)."""
-        chosen = self.results.get("thresholds") or {}
-        return np.asarray([chosen.get(label, 0.5) for label in self.labels])
+        return np.asarray(thresholds_of(self.results, self.labels))
 
     @property
     def is_pair(self) -> bool:
-        return self.meta["columns"]["pair"] is not None
+        return self.meta.is_pair
 
     def pack(self, texts: list[str], pairs: list[str] | None = None) -> Packed:
-        cfg = self.meta["config"]
-        return pack_texts(self.tokenizer, texts, pairs, cfg["max_length"], cfg["truncation"])
+        return pack_texts(self.tokenizer, texts, pairs, self.meta.max_length, self.meta.truncation)
 
     def logits(
         self, texts: list[str], pairs: list[str] | None = None, batch_size: int = 64
@@ -112,10 +112,17 @@ class Run:
         multi-label (the labels at or above their threshold).
 
         ``pairs`` gives the second texts of a pair task, e.g.
-        ``run.predict(["A man sleeps."], ["A person rests."])``.
+        ``run.predict(["A man sleeps."], ["A person rests."])``. ``texts`` may also be rows in
+        memory (a list of dicts, a pandas DataFrame, a Hugging Face ``Dataset``) with the
+        columns the run was trained on.
         """
         if isinstance(texts, str):
             texts = [texts]
+        elif not _is_text_list(texts):  # rows in memory, in the columns the run was trained on
+            examples = read_source(
+                texts, trained_columns(self.meta), name="input", with_labels=False
+            )
+            texts, pairs = examples.texts, examples.pairs
         if isinstance(pairs, str):
             pairs = [pairs]
         if self.is_pair and pairs is None:
@@ -168,7 +175,7 @@ class Run:
     def output_label(self, index: int) -> str | int:
         """The label as it appeared in the training data (an int when all labels were integers)."""
         label = self.labels[index]
-        return int(label) if self.meta.get("label_is_int") else label
+        return int(label) if self.meta.label_is_int else label
 
 
 def load(run_dir: str | Path, device: str = "auto", checkpoint: str | None = None) -> Run:
@@ -182,17 +189,17 @@ def load(run_dir: str | Path, device: str = "auto", checkpoint: str | None = Non
     directory = Path(run_dir)
     if not directory.is_dir():
         raise ModelError(f"{directory}: no such run directory")
-    if not (directory / RUN_CONFIG).is_file():
+    if not is_run_dir(directory):
         raise ModelError(f"{directory}: not a bertfit run directory (no {RUN_CONFIG})")
-    finished = (directory / RESULTS).is_file()
+    finished = is_finished(directory)
     if not finished and checkpoint is None:
         raise ModelError(_unfinished_message(directory))
     try:
-        meta = json.loads((directory / RUN_CONFIG).read_text(encoding="utf-8"))
-        results = json.loads((directory / RESULTS).read_text(encoding="utf-8")) if finished else {}
-    except (OSError, json.JSONDecodeError) as err:
+        meta = read_meta(directory)
+        results = read_results(directory) if finished else {}
+    except (OSError, ValueError, TypeError) as err:
         raise ModelError(f"{directory}: damaged run files ({err})") from None
-    if meta.get("problem") == "embedding":
+    if meta.is_embedding:
         raise ModelError(
             f"{directory}: a bi-encoder (sentence embeddings) run; use 'bertfit similarity', "
             "'embed' or 'search' with it"
@@ -202,8 +209,8 @@ def load(run_dir: str | Path, device: str = "auto", checkpoint: str | None = Non
         from bertfit.training.checkpoint import find_checkpoint
 
         chosen = find_checkpoint(directory, checkpoint)
-        weights, results = chosen.path, _checkpoint_results(chosen.state, meta["labels"])
-    model, tokenizer = load_classifier(weights, meta["encoder"]["kind"])
+        weights, results = chosen.path, _checkpoint_results(chosen.state, meta.labels)
+    model, tokenizer = load_classifier(weights, meta.encoder_kind)
     torch_device = pick_device(device)
     model.to(torch_device).eval()
     return Run(directory, meta, results, model, tokenizer, torch_device)
@@ -227,3 +234,7 @@ def _checkpoint_results(state: dict, labels: list[str]) -> dict:
     if state.get("thresholds") is not None:
         results["thresholds"] = dict(zip(labels, state["thresholds"]))
     return results
+
+
+def _is_text_list(texts) -> bool:
+    return isinstance(texts, (list, tuple)) and all(isinstance(t, str) for t in texts)

@@ -29,11 +29,9 @@ import torch
 
 from bertfit.errors import ModelError
 from bertfit.files import write_json
+from bertfit.rundir import BEST_MODEL, CHECKPOINT_PREFIX, TRAINER_STATE
 
-PREFIX = "checkpoint-"
-STATE = "trainer_state.json"
-BEST = "best_model"  # the run's best model as it was when the checkpoint was saved
-_NAME = re.compile(rf"^{PREFIX}(\d+)$")
+_NAME = re.compile(rf"^{CHECKPOINT_PREFIX}(\d+)$")
 
 
 @dataclass
@@ -53,10 +51,10 @@ def list_checkpoints(run_dir: str | os.PathLike) -> list[Checkpoint]:
         return found
     for path in run_dir.iterdir():
         match = _NAME.match(path.name)
-        if not (match and (path / STATE).is_file()):
+        if not (match and (path / TRAINER_STATE).is_file()):
             continue
         try:
-            state = json.loads((path / STATE).read_text(encoding="utf-8"))
+            state = json.loads((path / TRAINER_STATE).read_text(encoding="utf-8"))
         except (OSError, ValueError):
             continue  # damaged by hand; the others still count
         found.append(Checkpoint(path, int(match.group(1)), state))
@@ -85,7 +83,7 @@ def find_checkpoint(run_dir: str | os.PathLike, which: str) -> Checkpoint:
         return checkpoints[-1]
     if which == "best":
         return best_checkpoint(run_dir) or checkpoints[-1]
-    step = which.removeprefix(PREFIX)
+    step = which.removeprefix(CHECKPOINT_PREFIX)
     for checkpoint in checkpoints:
         if step.isdigit() and checkpoint.step == int(step):
             return checkpoint
@@ -95,7 +93,7 @@ def find_checkpoint(run_dir: str | os.PathLike, which: str) -> Checkpoint:
 
 def remove_stale_temporaries(run_dir: Path) -> None:
     """Delete half-written checkpoint folders a killed run left behind."""
-    for path in run_dir.glob(f".{PREFIX}*.tmp"):
+    for path in run_dir.glob(f".{CHECKPOINT_PREFIX}*.tmp"):
         shutil.rmtree(path, ignore_errors=True)
 
 
@@ -113,17 +111,17 @@ def save_checkpoint(
 
     ``write_model(folder)`` writes the model; ``order`` is the current epoch's batch order.
     """
-    final = run_dir / f"{PREFIX}{step}"
-    tmp = Path(tempfile.mkdtemp(prefix=f".{PREFIX}{step}.", suffix=".tmp", dir=run_dir))
+    final = run_dir / f"{CHECKPOINT_PREFIX}{step}"
+    tmp = Path(tempfile.mkdtemp(prefix=f".{CHECKPOINT_PREFIX}{step}.", suffix=".tmp", dir=run_dir))
     try:
         write_model(tmp)
-        _keep_best_model(run_dir, [p.name for p in tmp.iterdir() if p.is_file()], tmp / BEST)
+        _keep_best_model(run_dir, [p.name for p in tmp.iterdir() if p.is_file()], tmp / BEST_MODEL)
         torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
         torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
         torch.save(scaler.state_dict(), tmp / "scaler.pt")
         torch.save(rng_state(), tmp / "rng.pt")
         torch.save(_order_tensors(order), tmp / "sampler.pt")
-        write_json(tmp / STATE, state)
+        write_json(tmp / TRAINER_STATE, state)
         _sync_folder(tmp)
         if final.exists():  # the same step saved again (after a resume): the new one replaces it
             old = final.with_name(f".{final.name}.old.tmp")
@@ -156,7 +154,7 @@ def restore_best_model(path: Path, run_dir: Path) -> None:
     might not reach again (on hardware that is not bit-deterministic); the best model must match
     the resumed run's own record of it.
     """
-    kept = path / BEST
+    kept = path / BEST_MODEL
     if not kept.is_dir():
         return
     for item in kept.iterdir():

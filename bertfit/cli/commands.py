@@ -1,0 +1,162 @@
+"""What each command runs: call the Python API with the typed config, print the result for people
+(or as JSON), and return the exit code."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from bertfit.cli.render import (
+    comparison_text,
+    explanation_text,
+    metrics_table,
+    prediction_text,
+    quickstart_text,
+    search_text,
+    tasks_text,
+)
+from bertfit.config.commands import (
+    CompareConfig,
+    DataConfig,
+    EmbedConfig,
+    EvaluateConfig,
+    ExplainConfig,
+    PredictConfig,
+    QuickstartConfig,
+    ReportConfig,
+    SearchConfig,
+    SimilarityConfig,
+    TasksConfig,
+)
+from bertfit.config.train import TrainConfig
+from bertfit.errors import ModelError
+from bertfit.rundir import RUN_CONFIG, is_run_dir
+
+
+def run_train(config: TrainConfig) -> int:
+    from bertfit.training.run import train
+
+    train(config)
+    return 0
+
+
+def run_evaluate(config: EvaluateConfig) -> int:
+    from bertfit.evaluation.score import evaluate
+
+    metrics = evaluate(config)
+    sys.stdout.write((json.dumps(metrics) if config.json else metrics_table(metrics)) + "\n")
+    return 0
+
+
+def run_predict(config: PredictConfig) -> int:
+    from bertfit.serve.predict import predict
+
+    records = predict(config)
+    if config.text is not None:
+        sys.stdout.write(prediction_text(records[0]))
+    elif config.output is None:
+        sys.stdout.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
+    else:
+        sys.stderr.write(f"wrote {len(records)} predictions to {config.output}\n")
+    return 0
+
+
+def run_quickstart(config: QuickstartConfig) -> int:
+    from bertfit.training.quickstart import quickstart
+
+    sys.stdout.write(quickstart_text(quickstart(config)))
+    return 0
+
+
+def run_tasks(config: TasksConfig) -> int:
+    from bertfit.data.corpus import describe_tasks
+
+    records = describe_tasks(config.data_dir, config.cache_dir)
+    sys.stdout.write(json.dumps(records, indent=2) + "\n" if config.json else tasks_text(records))
+    return 0
+
+
+def run_data(config: DataConfig) -> int:
+    from bertfit.data.corpus import locate
+    from bertfit.data.tasks import get_task
+
+    download = config.action == "download"
+    folder = locate(
+        get_task(config.task), config.data_dir, config.cache_dir, download, config.progress
+    )
+    sys.stdout.write(f"{folder}\n")
+    return 0
+
+
+def run_embed(config: EmbedConfig) -> int:
+    from bertfit.serve.vectors import embed
+
+    vectors = embed(config)
+    sys.stderr.write(
+        f"wrote {vectors.shape[0]} vectors of {vectors.shape[1]} dimensions to {config.output}\n"
+    )
+    return 0
+
+
+def run_similarity(config: SimilarityConfig) -> int:
+    from bertfit.serve.vectors import similarity
+
+    sys.stdout.write(f"cosine similarity: {similarity(config):.4f}\n")
+    return 0
+
+
+def run_search(config: SearchConfig) -> int:
+    from bertfit.serve.vectors import search
+
+    records = search(config)
+    if config.output:
+        sys.stderr.write(f"wrote hits for {len(records)} queries to {config.output}\n")
+    else:
+        sys.stdout.write(search_text(records))
+    return 0
+
+
+def run_explain(config: ExplainConfig) -> int:
+    from bertfit.report.explain_page import write_explanation_page, write_explanation_pages
+    from bertfit.serve.explain import explain_file
+    from bertfit.serve.run import load
+
+    config.validate()
+    run = load(config.run_dir, config.device, config.checkpoint)
+    if config.input is not None:
+        explained = []
+        for result, text in explain_file(run, config.input, config.steps):
+            if config.json:
+                sys.stdout.write(json.dumps(result, ensure_ascii=False) + "\n")
+            explained.append((result, text))
+        if config.output:
+            write_explanation_pages(Path(config.output), explained)
+            sys.stderr.write(f"wrote {len(explained)} explanations to {config.output}\n")
+        return 0
+    result = run.explain(config.text, config.pair, config.steps)
+    if config.output:
+        png = write_explanation_page(Path(config.output), result)
+        sys.stderr.write(f"wrote {config.output} and {png}\n")
+    if config.json:
+        sys.stdout.write(json.dumps(result, ensure_ascii=False) + "\n")
+    else:
+        sys.stdout.write(explanation_text(result))
+    return 0
+
+
+def run_report(config: ReportConfig) -> int:
+    from bertfit.report.page import build_report
+
+    if not is_run_dir(config.run_dir):
+        raise ModelError(f"{config.run_dir}: not a bertfit run directory (no {RUN_CONFIG})")
+    sys.stdout.write(f"{build_report(config.run_dir)}\n")
+    return 0
+
+
+def run_compare(config: CompareConfig) -> int:
+    from bertfit.evaluation.compare import compare_runs
+
+    out = compare_runs(config)
+    sys.stdout.write(json.dumps(out) + "\n" if config.json else comparison_text(out))
+    return 0

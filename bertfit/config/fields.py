@@ -1,0 +1,81 @@
+"""Config building blocks: a field with its help text, the fields many commands share, and the
+collect-then-raise way every config reports its problems.
+
+Each field carries its help text in ``metadata["help"]``; ``metadata["positional"]`` makes it a
+positional CLI argument, ``metadata["required"]`` a required option.
+"""
+
+from __future__ import annotations
+
+from dataclasses import field, fields
+from typing import Any
+
+from bertfit.errors import ConfigError
+
+DEFAULT_MODEL = "default"
+TRUNCATIONS = ("longest-first", "proportional", "head-tail")
+PRECISIONS = ("auto", "bf16", "fp16", "fp32")
+DEVICE_HELP = "auto, cpu, cuda or cuda:N"
+
+
+def option(default: Any, help: str, **meta: Any) -> Any:
+    """A config field: its default and the help text the CLI shows."""
+    return field(default=default, metadata={"help": help, **meta})
+
+
+def device_field() -> Any:
+    return option("auto", DEVICE_HELP)
+
+
+def batch_size_field(default: int = 64, what: str = "examples per forward pass") -> Any:
+    return option(default, what)
+
+
+def data_dir_field(
+    help: str = "folder searched first for the task's files [default: $BERTFIT_DATA_DIR]",
+) -> Any:
+    return option(None, help)
+
+
+def cache_dir_field(
+    help: str = "downloaded corpora [default: $BERTFIT_CACHE or ~/.cache/bertfit]",
+) -> Any:
+    return option(None, help)
+
+
+def download_field() -> Any:
+    return option(True, "download a task's corpus when no local copy is found")
+
+
+def progress_field() -> Any:
+    return option(True, "show a progress bar")
+
+
+def checkpoint_field() -> Any:
+    """``--checkpoint`` of the commands that load a trained run."""
+    return option(
+        None,
+        "use a checkpoint of the run instead of its final model: best, last or a step (works on an unfinished run)",
+    )
+
+
+def common_problems(cfg: Any) -> list[str]:
+    """The checks of fields that several configs share."""
+    problems = []
+    if getattr(cfg, "batch_size", 1) < 1:
+        problems.append(f"--batch-size must be at least 1, got {cfg.batch_size}")
+    max_length = getattr(cfg, "max_length", None)
+    if max_length is not None and max_length < 8:
+        problems.append(f"--max-length must be at least 8, got {max_length}")
+    return problems
+
+
+def raise_if(problems: list[str]) -> None:
+    """One ConfigError listing every problem, so a user fixes them all in one go."""
+    if problems:
+        raise ConfigError("; ".join(problems))
+
+
+def config_fields(cls: type) -> list:
+    """The dataclass fields of a config, in declaration order."""
+    return list(fields(cls))

@@ -1,0 +1,137 @@
+"""The end of a run: score the best model as saved, write results.json, the model card and the
+report, and hand back what ``bertfit.load`` would."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import torch
+
+from bertfit import __version__
+from bertfit.data.examples import Examples
+from bertfit.data.labels import MULTI, SINGLE
+from bertfit.evaluation.metrics import softmax, with_intervals
+from bertfit.files import atomic_open, write_json
+from bertfit.models.classifier import load_classifier
+from bertfit.report.card import write_model_card
+from bertfit.report.page import build_report
+from bertfit.rundir import DEV_PREDICTIONS, RESULTS, is_embedding_run
+from bertfit.serve.embed import load_embedder
+from bertfit.serve.run import compute_logits, load
+from bertfit.training.inputs import TrainingData
+from bertfit.training.objectives import Split, prepare_split
+
+log = logging.getLogger("bertfit")
+
+
+def loop_results(state, config) -> dict:
+    """The loop's part of results.json, from its final state."""
+    per_second = state.train_seen / state.train_seconds if state.train_seconds else None
+    return {
+        "version": __version__,
+        "metric": config.metric,
+        "best_epoch": state.best_epoch,
+        "best_step": state.best_step,
+        "steps": state.step,
+        "dev": state.dev,
+        "skipped_batches": state.skipped_batches,
+        "train_seconds": round(state.train_seconds, 3),
+        "train_examples_per_second": None if per_second is None else round(per_second, 2),
+    }
+
+
+def finish_classifier(
+    summary: dict, thresholds, config, data: TrainingData, dev: Split, tokenizer, context
+):
+    """Score the best model on dev (and a labelled test split), write every output, load it."""
+    output, device, dtype, kind = context
+    labels, problem = data.labels, data.problem
+    if problem == MULTI:
+        cut = thresholds or [0.5] * len(labels)
+        summary["thresholds"] = {label: float(t) for label, t in zip(labels, cut)}
+    summary.update(
+        labels=labels,
+        problem=problem,
+        train_examples=len(data.train),
+        dev_examples=len(data.dev),
+        device=str(device),
+        precision=precision_name(dtype),
+    )
+    model, _ = load_classifier(output, kind)  # the best model as saved, not the last in memory
+    model.to(device)
+
+    def score(split: Split) -> dict:
+        logits = compute_logits(model, split.packed, tokenizer.pad_token_id, 64, device, dtype)
+        cut = summary.get("thresholds")
+        cut = None if cut is None else [cut[label] for label in labels]
+        metrics = with_intervals(problem, split.label_ids, logits, labels, cut)
+        if problem == SINGLE:
+            metrics["probabilities"] = softmax(logits)
+        return metrics
+
+    best_dev = score(dev)
+    summary["dev_ci"] = best_dev.pop("ci")
+    if problem == SINGLE:
+        write_dev_predictions(output, data.dev, best_dev.pop("probabilities"), labels)
+    if data.test is not None:
+        test = score(prepare_split(tokenizer, data.test, labels, problem, config))
+        summary["test_ci"] = test.pop("ci")
+        test.pop("probabilities", None)
+        summary["test"], summary["test_split"] = test, data.test_name
+        log.info(
+            f"{data.test_name} ({len(data.test)} examples): {config.metric} "
+            f"{summary['test'][config.metric]:.4f}"
+        )
+    write_outputs(output, summary)
+    build_report(output)
+    log.info(
+        f"done: best dev {config.metric} {summary['dev'][config.metric]:.4f} "
+        f"(epoch {summary['best_epoch']}); run in {output}"
+    )
+    return load(output, device=str(device))
+
+
+def finish_bi_encoder(summary: dict, config, data: TrainingData, output: Path, device):
+    summary.update(
+        problem="embedding",
+        objective=config.objective,
+        train_examples=len(data.train),
+        dev_examples=len(data.dev),
+    )
+    write_outputs(output, summary)
+    log.info(
+        f"done: best dev {summary['metric']} {summary['dev'][summary['metric']]:.4f}; run in {output}"
+    )
+    return load_embedder(str(output), str(device))
+
+
+def write_outputs(output: Path, summary: dict) -> None:
+    write_model_card(output, summary)
+    write_json(output / RESULTS, summary)  # its presence marks a finished run
+
+
+def load_finished(output: Path):
+    """A finished run: a classifier ``Run``, or the bi-encoder's ``Embedder``."""
+    if is_embedding_run(output):
+        return load_embedder(str(output))
+    return load(output)
+
+
+def write_dev_predictions(output: Path, examples: Examples, probabilities, labels) -> None:
+    """One line per dev example: text, gold label, prediction, probabilities (for the report)."""
+    with atomic_open(output / DEV_PREDICTIONS, "w", encoding="utf-8") as handle:
+        for i, row in enumerate(probabilities):
+            record = {
+                "text": examples.texts[i],
+                "pair": None if examples.pairs is None else examples.pairs[i],
+                "label": examples.labels[i],
+                "predicted": labels[int(row.argmax())],
+                "probabilities": [round(float(p), 6) for p in row],
+            }
+            handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+
+
+def precision_name(dtype: torch.dtype | None) -> str:
+    return {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[dtype]
