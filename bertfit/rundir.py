@@ -43,9 +43,9 @@ class RunMeta:
     """What ``bertfit.json`` records about a run: how to rebuild its inputs and read its outputs."""
 
     problem: str
-    config: dict[str, Any]
-    encoder: dict[str, str]  # kind (hf or d2l), name, path of the base model
-    columns: dict[str, str | None]  # text, pair, label as trained
+    config: dict[str, Any] = field(default_factory=dict)
+    encoder: dict[str, str] = field(default_factory=dict)  # kind (hf or d2l), name, path
+    columns: dict[str, str | None] = field(default_factory=dict)  # text, pair, label as trained
     labels: list[str] = field(default_factory=list)
     label_is_int: bool = False
     label_separator: str = "|"

@@ -2,60 +2,67 @@
 
 from __future__ import annotations
 
-import json
 from html import escape
 from pathlib import Path
 
+from bertfit.config.commands import CompareConfig, EvaluateConfig
+from bertfit.data.labels import MULTI, PROBLEMS, label_targets
+from bertfit.errors import ConfigError
+from bertfit.evaluation.metrics import paired_bootstrap, score_outputs
+from bertfit.evaluation.score import evaluation_examples
 from bertfit.files import write_text
 from bertfit.report.plots import read_jsonl, save_figure
+from bertfit.rundir import METRICS, RESULTS, STEPS, is_finished, read_results
+from bertfit.serve.run import load
 
 
-def compare_runs(config) -> dict:
+def compare_runs(config: CompareConfig) -> dict:
     """Metrics of each run (from its results), and, given data, a paired test of each run
     against the first on the same examples; writes the comparison page."""
-    from bertfit.config.commands import EvaluateConfig
-    from bertfit.data.labels import label_targets
-    from bertfit.errors import ConfigError
-    from bertfit.evaluation.metrics import paired_bootstrap, score_outputs
-    from bertfit.evaluation.score import evaluation_examples
-    from bertfit.serve.run import load
-
     config.validate()
     runs = [Path(r) for r in config.runs]
     results = {}
     for run in runs:
-        if not (run / "results.json").is_file():
-            raise ConfigError(f"{run}: not a finished bertfit run (no results.json)")
-        results[str(run)] = json.loads((run / "results.json").read_text(encoding="utf-8"))
+        if not is_finished(run):
+            raise ConfigError(f"{run}: not a finished bertfit run (no {RESULTS})")
+        results[str(run)] = read_results(run)
     out = {"runs": [str(r) for r in runs], "dev": {k: v.get("dev", {}) for k, v in results.items()}}
     if config.data or config.task:
-        loaded = [load(r, config.device) for r in runs]
-        problem = loaded[0].problem
-        if any(r.problem != problem or r.labels != loaded[0].labels for r in loaded):
-            raise ConfigError("the runs predict different things (labels or problem differ)")
-        evaluate = EvaluateConfig(
-            run_dir=str(runs[0]),
-            data=config.data,
-            task=config.task,
-            split=config.split,
-            data_dir=config.data_dir,
-        )
-        examples = evaluation_examples(evaluate, loaded[0])
-        kind = {"regression": "score"}.get(problem, "single")
-        targets = label_targets(examples.labels, loaded[0].labels, kind)
-        outputs = [r.logits(examples.texts, examples.pairs) for r in loaded]
         metric = results[str(runs[0])].get("metric", "accuracy")
-        scorer = lambda o: lambda i: score_outputs(problem, targets[i], o[i], loaded[0].labels)  # noqa: E731
-        out["paired"] = [
-            {
-                "a": str(runs[k]),
-                "b": str(runs[0]),
-                **paired_bootstrap(scorer(outputs[k]), scorer(outputs[0]), len(targets), metric),
-            }
-            for k in range(1, len(runs))
-        ]
+        out["paired"] = paired_tests(config, runs, metric)
     out["page"] = str(_write_compare_page(Path(config.output), runs, results, out))
     return out
+
+
+def paired_tests(config: CompareConfig, runs: list[Path], metric: str) -> list[dict]:
+    """Each run against the first, on the same examples, each with its own tuned thresholds."""
+    loaded = [load(r, config.device) for r in runs]
+    first = loaded[0]
+    if any(r.problem != first.problem or r.labels != first.labels for r in loaded):
+        raise ConfigError("the runs predict different things (labels or problem differ)")
+    evaluate = EvaluateConfig(
+        run_dir=str(runs[0]),
+        data=config.data,
+        task=config.task,
+        split=config.split,
+        data_dir=config.data_dir,
+    )
+    examples = evaluation_examples(evaluate, first)
+    targets = label_targets(examples.labels, first.labels, PROBLEMS[first.problem].label_kind)
+    outputs = [r.logits(examples.texts, examples.pairs) for r in loaded]
+
+    def scorer(k: int):
+        cut = loaded[k].thresholds if first.problem == MULTI else None
+        return lambda i: score_outputs(first.problem, targets[i], outputs[k][i], first.labels, cut)
+
+    return [
+        {
+            "a": str(runs[k]),
+            "b": str(runs[0]),
+            **paired_bootstrap(scorer(k), scorer(0), len(targets), metric),
+        }
+        for k in range(1, len(runs))
+    ]
 
 
 def _write_compare_page(page: Path, runs: list[Path], results: dict, out: dict) -> Path:
@@ -66,7 +73,7 @@ def _write_compare_page(page: Path, runs: list[Path], results: dict, out: dict) 
 
     stem = page.with_suffix("")
     figures = []
-    for source, key, name in (("steps.jsonl", "loss", "loss"), ("metrics.jsonl", "dev", "dev")):
+    for source, key, name in ((STEPS, "loss", "loss"), (METRICS, "dev", "dev")):
         fig, ax = plt.subplots(figsize=(6, 3.2))
         for run in runs:
             rows = read_jsonl(run / source)

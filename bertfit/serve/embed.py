@@ -26,6 +26,7 @@ from bertfit.data.memory import read_source
 from bertfit.data.packing import Packed, Tokenizer, iterate_batches, pack_texts, sorted_batches
 from bertfit.errors import ModelError
 from bertfit.models.pooling import Pooling, pool, read_pooling
+from bertfit.rundir import EMBEDDING, RESULTS, is_finished, is_run_dir, read_meta
 from bertfit.runtime import autocast, pick_device, pick_precision
 
 
@@ -103,20 +104,23 @@ def load_embedder(spec: str, device: str = "auto", precision: str = "auto") -> E
     from bertfit.runtime import quiet_transformers
 
     folder = Path(spec)
-    if (folder / "bertfit.json").is_file():
-        meta = json.loads((folder / "bertfit.json").read_text(encoding="utf-8"))
-        if meta.get("problem") != "embedding":
+    if is_run_dir(folder):
+        try:
+            problem = read_meta(folder).problem
+        except (OSError, ValueError, TypeError) as err:
+            raise ModelError(f"{folder}: damaged run files ({err})") from None
+        if problem != EMBEDDING:
             raise ModelError(
-                f"{folder}: a {meta.get('problem', 'classification').replace('_', ' ')} run "
+                f"{folder}: a {problem.replace('_', ' ')} run "
                 "(a cross-encoder); embed with a bi-encoder run or an encoder such as 'default'"
             )
-        if not (folder / "results.json").is_file():
+        if not is_finished(folder):
             from bertfit.training.checkpoint import last_checkpoint
 
             last = last_checkpoint(folder)
             use = f", or use a checkpoint as the model: {last.path}" if last else ""
             raise ModelError(
-                f"{folder}: the run did not finish (no results.json); resume it with "
+                f"{folder}: the run did not finish (no {RESULTS}); resume it with "
                 f"'bertfit train --resume {folder}'{use}"
             )
     encoder = resolve_encoder(spec)
