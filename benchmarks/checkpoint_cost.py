@@ -24,19 +24,22 @@ from bertfit.data.labels import label_targets
 from bertfit.data.packing import collate, pack_texts
 from bertfit.data.readers import read_examples
 from bertfit.models.adapters import freeze
-from bertfit.models.classifier import build_classifier, load_tokenizer, save_classifier
+from bertfit.models.classifier import (
+    build_classifier,
+    load_classifier,
+    load_tokenizer,
+    save_classifier,
+)
 from bertfit.models.encoders import resolve_encoder
-from bertfit.runtime import autocast, pick_precision, set_threads
+from bertfit.runtime import autocast, available_cores, pick_precision
 from bertfit.training.checkpoint import (
     list_checkpoints,
     load_training_state,
     restore_rng,
     save_checkpoint,
 )
-from bertfit.training.fit import new_trainer_state
 from bertfit.training.optim import linear_schedule, make_optimizer, optimizer_step
-from bertfit.training.resume import load_weights
-from bertfit.training.run import encoder_defaults
+from bertfit.training.state import TrainState
 
 SAMPLE = Path(__file__).resolve().parent.parent / "bertfit" / "samples" / "sst2_train.tsv.gz"
 
@@ -46,12 +49,12 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--batch-size", type=int, default=32)
     args = parser.parse_args()
-    set_threads(None)
+    torch.set_num_threads(available_cores())  # a benchmark process: set once for all of it
     device = torch.device("cpu")
     dtype = pick_precision("auto", device)
     encoder = resolve_encoder("default")
     tokenizer = load_tokenizer(encoder)
-    config = encoder_defaults(TrainConfig(train=str(SAMPLE), output="x"), encoder)
+    config = TrainConfig(train=str(SAMPLE), output="x").resolve(encoder, tokenizer.max_positions)
     examples = read_examples(SAMPLE, Columns("sentence", None, "label"))
     labels = sorted(set(examples.labels))
     packed = pack_texts(tokenizer, examples.texts, None, 128, "longest-first")
@@ -83,14 +86,21 @@ def main() -> None:
         for i in range(3):
             t = time.perf_counter()
             save_checkpoint(
-                run, i + 1, write_model, optimizer, scheduler, scaler, new_trainer_state("x"), order
+                run,
+                i + 1,
+                write_model,
+                optimizer,
+                scheduler,
+                scaler,
+                TrainState(data="x").to_dict(),
+                order,
             )
             saves.append(time.perf_counter() - t)
         checkpoint = list_checkpoints(run)[-1]
         size = sum(p.stat().st_size for p in checkpoint.path.rglob("*") if p.is_file())
         for _ in range(3):
             t = time.perf_counter()
-            load_weights(model, checkpoint.path, encoder.kind)
+            model.load_state_dict(load_classifier(checkpoint.path, encoder.kind)[0].state_dict())
             load_training_state(checkpoint.path, optimizer, scheduler, scaler)
             restore_rng(checkpoint.path)
             loads.append(time.perf_counter() - t)

@@ -31,13 +31,13 @@ def main() -> None:
     from sentence_transformers.evaluation import EmbeddingSimilarityEvaluator
 
     from bertfit.config.commands import EvaluateConfig
-    from bertfit.data.tasks import get_task
     from bertfit.data.corpus import read_split
-    from bertfit.runtime import set_threads
+    from bertfit.data.tasks import get_task
     from bertfit.evaluation.score import evaluate
+    from bertfit.runtime import available_cores
     from bertfit.serve.embed import load_embedder
 
-    set_threads(None)
+    torch.set_num_threads(available_cores())  # a benchmark process: set once for all of it
     glue = Path(args.data) / "glue"
     ours = evaluate(
         EvaluateConfig(

@@ -62,14 +62,16 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=550152)
     args = parser.parse_args()
 
+    import torch
+
+    from bertfit.data.corpus import read_split
     from bertfit.data.packing import pack_texts
     from bertfit.data.tasks import get_task
-    from bertfit.data.corpus import read_split
     from bertfit.models.classifier import load_tokenizer
     from bertfit.models.encoders import resolve_encoder
-    from bertfit.runtime import set_threads
+    from bertfit.runtime import available_cores
 
-    set_threads(None)
+    torch.set_num_threads(available_cores())  # a benchmark process: set once for all of it
     with tempfile.TemporaryDirectory() as tmp:
         path = write_snli(Path(tmp), args.rows)
         size_mb = path.stat().st_size / 1e6

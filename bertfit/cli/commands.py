@@ -7,6 +7,7 @@ import json
 import sys
 from pathlib import Path
 
+import bertfit.config as configs
 from bertfit.cli.render import (
     comparison_text,
     explanation_text,
@@ -16,32 +17,18 @@ from bertfit.cli.render import (
     search_text,
     tasks_text,
 )
-from bertfit.config.commands import (
-    CompareConfig,
-    DataConfig,
-    EmbedConfig,
-    EvaluateConfig,
-    ExplainConfig,
-    PredictConfig,
-    QuickstartConfig,
-    ReportConfig,
-    SearchConfig,
-    SimilarityConfig,
-    TasksConfig,
-)
-from bertfit.config.train import TrainConfig
 from bertfit.errors import ModelError
 from bertfit.rundir import RUN_CONFIG, is_run_dir
 
 
-def run_train(config: TrainConfig) -> int:
+def run_train(config: configs.TrainConfig) -> int:
     from bertfit.training.run import train
 
     train(config)
     return 0
 
 
-def run_evaluate(config: EvaluateConfig) -> int:
+def run_evaluate(config: configs.EvaluateConfig) -> int:
     from bertfit.evaluation.score import evaluate
 
     metrics = evaluate(config)
@@ -49,7 +36,7 @@ def run_evaluate(config: EvaluateConfig) -> int:
     return 0
 
 
-def run_predict(config: PredictConfig) -> int:
+def run_predict(config: configs.PredictConfig) -> int:
     from bertfit.serve.predict import predict
 
     records = predict(config)
@@ -62,14 +49,14 @@ def run_predict(config: PredictConfig) -> int:
     return 0
 
 
-def run_quickstart(config: QuickstartConfig) -> int:
+def run_quickstart(config: configs.QuickstartConfig) -> int:
     from bertfit.training.quickstart import quickstart
 
     sys.stdout.write(quickstart_text(quickstart(config)))
     return 0
 
 
-def run_tasks(config: TasksConfig) -> int:
+def run_tasks(config: configs.TasksConfig) -> int:
     from bertfit.data.corpus import describe_tasks
 
     records = describe_tasks(config.data_dir, config.cache_dir)
@@ -77,7 +64,7 @@ def run_tasks(config: TasksConfig) -> int:
     return 0
 
 
-def run_data(config: DataConfig) -> int:
+def run_data(config: configs.DataConfig) -> int:
     from bertfit.data.corpus import locate
     from bertfit.data.tasks import get_task
 
@@ -89,7 +76,7 @@ def run_data(config: DataConfig) -> int:
     return 0
 
 
-def run_embed(config: EmbedConfig) -> int:
+def run_embed(config: configs.EmbedConfig) -> int:
     from bertfit.serve.vectors import embed
 
     vectors = embed(config)
@@ -99,14 +86,14 @@ def run_embed(config: EmbedConfig) -> int:
     return 0
 
 
-def run_similarity(config: SimilarityConfig) -> int:
+def run_similarity(config: configs.SimilarityConfig) -> int:
     from bertfit.serve.vectors import similarity
 
     sys.stdout.write(f"cosine similarity: {similarity(config):.4f}\n")
     return 0
 
 
-def run_search(config: SearchConfig) -> int:
+def run_search(config: configs.SearchConfig) -> int:
     from bertfit.serve.vectors import search
 
     records = search(config)
@@ -117,7 +104,7 @@ def run_search(config: SearchConfig) -> int:
     return 0
 
 
-def run_explain(config: ExplainConfig) -> int:
+def run_explain(config: configs.ExplainConfig) -> int:
     from bertfit.report.explain_page import write_explanation_page, write_explanation_pages
     from bertfit.serve.explain import explain_file
     from bertfit.serve.run import load
@@ -145,7 +132,7 @@ def run_explain(config: ExplainConfig) -> int:
     return 0
 
 
-def run_report(config: ReportConfig) -> int:
+def run_report(config: configs.ReportConfig) -> int:
     from bertfit.report.page import build_report
 
     if not is_run_dir(config.run_dir):
@@ -154,7 +141,7 @@ def run_report(config: ReportConfig) -> int:
     return 0
 
 
-def run_compare(config: CompareConfig) -> int:
+def run_compare(config: configs.CompareConfig) -> int:
     from bertfit.evaluation.compare import compare_runs
 
     out = compare_runs(config)

@@ -16,37 +16,24 @@ import typing
 from collections.abc import Callable
 
 import bertfit.cli.commands as commands
+import bertfit.config as configs
 from bertfit import __version__
-from bertfit.config.commands import (
-    CompareConfig,
-    DataConfig,
-    EmbedConfig,
-    EvaluateConfig,
-    ExplainConfig,
-    PredictConfig,
-    QuickstartConfig,
-    ReportConfig,
-    SearchConfig,
-    SimilarityConfig,
-    TasksConfig,
-)
-from bertfit.config.train import TrainConfig
 from bertfit.errors import BertfitError
 
 # The command table: name -> (config class, runner). One test checks it stays in sync.
 COMMANDS: dict[str, tuple[type, Callable[[typing.Any], int]]] = {
-    "train": (TrainConfig, commands.run_train),
-    "evaluate": (EvaluateConfig, commands.run_evaluate),
-    "predict": (PredictConfig, commands.run_predict),
-    "quickstart": (QuickstartConfig, commands.run_quickstart),
-    "tasks": (TasksConfig, commands.run_tasks),
-    "data": (DataConfig, commands.run_data),
-    "embed": (EmbedConfig, commands.run_embed),
-    "similarity": (SimilarityConfig, commands.run_similarity),
-    "search": (SearchConfig, commands.run_search),
-    "explain": (ExplainConfig, commands.run_explain),
-    "report": (ReportConfig, commands.run_report),
-    "compare": (CompareConfig, commands.run_compare),
+    "train": (configs.TrainConfig, commands.run_train),
+    "evaluate": (configs.EvaluateConfig, commands.run_evaluate),
+    "predict": (configs.PredictConfig, commands.run_predict),
+    "quickstart": (configs.QuickstartConfig, commands.run_quickstart),
+    "tasks": (configs.TasksConfig, commands.run_tasks),
+    "data": (configs.DataConfig, commands.run_data),
+    "embed": (configs.EmbedConfig, commands.run_embed),
+    "similarity": (configs.SimilarityConfig, commands.run_similarity),
+    "search": (configs.SearchConfig, commands.run_search),
+    "explain": (configs.ExplainConfig, commands.run_explain),
+    "report": (configs.ReportConfig, commands.run_report),
+    "compare": (configs.CompareConfig, commands.run_compare),
 }
 
 

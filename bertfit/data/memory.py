@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator, Mapping
+from typing import Any
 
 from bertfit.data.examples import Columns, Examples
 from bertfit.data.readers import read_examples
@@ -26,19 +27,7 @@ HOLDERS = {
 }
 
 
-def read_rows(
-    rows,
-    columns: Columns,
-    *,
-    name: str = "train",
-    with_labels: bool = True,
-    limit: int | None = None,
-    skip_bad_rows: bool = False,
-    label_kind: str = "single",
-    label_separator: str = "|",
-    drop_labels: tuple[str, ...] = (),
-    where: tuple[str, str] | None = None,
-) -> Examples:
+def read_rows(rows, columns: Columns, *, name: str = "train", **options: Any) -> Examples:
     """``Examples`` from rows in memory, validated as ``read_examples`` validates a file.
 
     ``rows`` is a list of dicts (column -> value), a pandas DataFrame, a Hugging Face
@@ -48,49 +37,21 @@ def read_rows(
     arguments are those of ``read_examples``.
     Example: ``read_rows([{"text": "fine", "label": 1}, ...], Columns("text", None, "label"))``.
     """
-    options = ReadOptions(
-        with_labels=with_labels,
-        limit=limit,
-        skip_bad_rows=skip_bad_rows,
-        label_kind=label_kind,
-        label_separator=label_separator,
-        drop_labels=tuple(drop_labels),
-        where=where,
-    )
+    options = ReadOptions(**options)
     kind, header, records_for = _adapter(rows, name)
     source = Source(f"<{name} {kind}>", unit="row", holder=HOLDERS[kind])
     keys = column_keys(source, header, columns, options, keyed=True)
     return collect(source, records_for(keys.names()), keys, options)
 
 
-def read_source(
-    source,
-    columns: Columns,
-    *,
-    name: str = "train",
-    with_labels: bool = True,
-    limit: int | None = None,
-    skip_bad_rows: bool = False,
-    label_kind: str = "single",
-    label_separator: str = "|",
-    drop_labels: tuple[str, ...] = (),
-    where: tuple[str, str] | None = None,
-) -> Examples:
+def read_source(source, columns: Columns, *, name: str = "train", **options: Any) -> Examples:
     """``read_examples`` for a path (str or PathLike), ``read_rows`` for rows in memory.
 
-    ``name`` names rows in memory in messages; a file is named by its path. Anything else is a
-    ConfigError naming its type.
+    ``name`` names rows in memory in messages; a file is named by its path. ``options`` are the
+    keyword arguments of ``read_examples`` (with_labels, limit, label_kind, ...). Anything else
+    is a ConfigError naming its type.
     Example: ``read_source(frame, Columns("sentence", None, "label"), name="dev")``.
     """
-    options = dict(
-        with_labels=with_labels,
-        limit=limit,
-        skip_bad_rows=skip_bad_rows,
-        label_kind=label_kind,
-        label_separator=label_separator,
-        drop_labels=drop_labels,
-        where=where,
-    )
     if isinstance(source, (str, os.PathLike)):
         return read_examples(source, columns, **options)
     return read_rows(source, columns, name=name, **options)

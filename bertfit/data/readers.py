@@ -228,13 +228,7 @@ def read_examples(
     Example: ``read_examples("train.tsv", Columns("sentence", None, "label"))``.
     """
     options = ReadOptions(
-        with_labels=with_labels,
-        limit=limit,
-        skip_bad_rows=skip_bad_rows,
-        label_kind=label_kind,
-        label_separator=label_separator,
-        drop_labels=tuple(drop_labels),
-        where=where,
+        with_labels, limit, skip_bad_rows, label_kind, label_separator, tuple(drop_labels), where
     )
     fmt = data_file_format(path)
     if fmt == "parquet":

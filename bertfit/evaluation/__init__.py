@@ -1,0 +1,1 @@
+"""Metrics with confidence intervals, scoring a run, comparing runs."""

@@ -1,0 +1,1 @@
+"""Encoders and the models built on them: classifiers, bi-encoders, the d2l BERT, pooling, the lean forward."""

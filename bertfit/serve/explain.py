@@ -91,23 +91,48 @@ def explain(run: Explainable, text: str, pair: str | None = None, steps: int = 5
 
     Example: ``explain(bertfit.load("runs/sst2"), "a gorgeous, witty movie")["words"]``.
     """
-    from captum.attr import LayerIntegratedGradients
+    _check_explainable(run, pair)
+    model = run.model.float().eval()
+    packed = run.pack([text], None if pair is None else [pair])
+    end = packed.offsets[1]
+    ids = torch.tensor(packed.ids[:end], dtype=torch.long, device=run.device)[None]
+    types = torch.tensor(packed.types[:end], dtype=torch.long, device=run.device)[None]
+    mask = torch.ones_like(ids)
+    tokens = run.tokenizer.convert_ids_to_tokens(ids[0].tolist())
+    probabilities, attention = _cls_attention(run, model, ids, types, mask)
+    target = int(probabilities.argmax())
+    per_token, delta, gap = _integrated_gradients(run, model, (ids, types, mask), target, steps)
+    scores = {"attention": attention.tolist(), "integrated_gradients": per_token.tolist()}
+    segments = types[0].tolist()
+    return {
+        "text": text,
+        "pair": pair,
+        "label": run.output_label(target),
+        "probabilities": {label: round(float(p), 6) for label, p in zip(run.labels, probabilities)},
+        "tokens": [
+            {"token": t, "segment": int(s), "attention": a, "integrated_gradients": g}
+            for t, s, a, g in zip(
+                tokens, segments, scores["attention"], scores["integrated_gradients"]
+            )
+        ],
+        "words": merge_words(tokens, segments, scores),
+        "output_difference": gap,
+        "attribution_sum": float(per_token.sum()),
+        "convergence_delta": float(delta.abs().sum()),
+        "steps": steps,
+    }
 
+
+def _check_explainable(run: Explainable, pair: str | None) -> None:
     if run.problem != "single_label_classification":
         raise ModelError(f"{run.directory}: explanations are for single-label classifiers")
     if run.is_pair != (pair is not None):
-        raise ModelError(
-            f"{run.directory}: trained on {'text pairs: give --pair' if run.is_pair else 'single texts'}"
-        )
-    model = run.model.float().eval()
-    packed = run.pack([text], None if pair is None else [pair])
-    ids = torch.tensor(packed.ids[: packed.offsets[1]], dtype=torch.long, device=run.device)[None]
-    types = torch.tensor(packed.types[: packed.offsets[1]], dtype=torch.long, device=run.device)[
-        None
-    ]
-    mask = torch.ones_like(ids)
-    tokens = run.tokenizer.convert_ids_to_tokens(ids[0].tolist())
+        given = "text pairs: give --pair" if run.is_pair else "single texts"
+        raise ModelError(f"{run.directory}: trained on {given}")
 
+
+def _cls_attention(run: Explainable, model, ids, types, mask):
+    """(probabilities, the last layer's attention from [CLS] to each token, heads averaged)."""
     with torch.no_grad(), _eager_attention(model):  # SDPA kernels do not return the weights
         out = model(
             input_ids=ids, token_type_ids=types, attention_mask=mask, output_attentions=True
@@ -115,10 +140,15 @@ def explain(run: Explainable, text: str, pair: str | None = None, steps: int = 5
     if not out.attentions:
         raise ModelError(f"{run.directory}: this model does not return attention weights")
     probabilities = softmax(out.logits.float().cpu().numpy())[0]
-    target = int(probabilities.argmax())
-    attention = (
-        out.attentions[-1][0, :, 0, :].mean(dim=0).float().cpu()
-    )  # heads averaged, from [CLS]
+    return probabilities, out.attentions[-1][0, :, 0, :].mean(dim=0).float().cpu()
+
+
+def _integrated_gradients(run: Explainable, model, inputs, target: int, steps: int):
+    """(per-token attributions, convergence delta, logit gap to the baseline): integrated
+    gradients from an all-[PAD] baseline that keeps [CLS] and [SEP]."""
+    from captum.attr import LayerIntegratedGradients
+
+    ids, types, mask = inputs
 
     def logit(input_ids, token_type_ids, attention_mask):
         return model(
@@ -126,11 +156,8 @@ def explain(run: Explainable, text: str, pair: str | None = None, steps: int = 5
         ).logits
 
     special = {run.tokenizer.cls_token_id, run.tokenizer.sep_token_id}
-    baseline = torch.where(
-        torch.tensor([[i in special for i in ids[0].tolist()]], device=ids.device),
-        ids,
-        torch.full_like(ids, run.tokenizer.pad_token_id),
-    )
+    keep = torch.tensor([[i in special for i in ids[0].tolist()]], device=ids.device)
+    baseline = torch.where(keep, ids, torch.full_like(ids, run.tokenizer.pad_token_id))
     ig = LayerIntegratedGradients(logit, model.get_input_embeddings())
     attributions, delta = ig.attribute(
         ids,
@@ -143,24 +170,7 @@ def explain(run: Explainable, text: str, pair: str | None = None, steps: int = 5
     per_token = attributions.sum(dim=-1)[0].detach().float().cpu()
     with torch.no_grad():
         gap = float(logit(ids, types, mask)[0, target] - logit(baseline, types, mask)[0, target])
-    scores = {"attention": attention.tolist(), "integrated_gradients": per_token.tolist()}
-    return {
-        "text": text,
-        "pair": pair,
-        "label": run.output_label(target),
-        "probabilities": {label: round(float(p), 6) for label, p in zip(run.labels, probabilities)},
-        "tokens": [
-            {"token": t, "segment": int(s), "attention": a, "integrated_gradients": g}
-            for t, s, a, g in zip(
-                tokens, types[0].tolist(), scores["attention"], scores["integrated_gradients"]
-            )
-        ],
-        "words": merge_words(tokens, types[0].tolist(), scores),
-        "output_difference": gap,
-        "attribution_sum": float(per_token.sum()),
-        "convergence_delta": float(delta.abs().sum()),
-        "steps": steps,
-    }
+    return per_token, delta, gap
 
 
 def explain_file(run, path: str, steps: int = 50) -> Iterator[tuple[dict, str]]:

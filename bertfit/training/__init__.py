@@ -1,0 +1,1 @@
+"""Fine-tuning: train() and the one loop every objective runs through."""

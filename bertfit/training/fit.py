@@ -94,6 +94,10 @@ def fit(
 ) -> TrainState:
     """The training loop; the best model goes to ``output``.
 
+    About 80 lines on purpose: every step of an optimizer step is visible here in order
+    (forward, loss, backward, clip, step, schedule, record, evaluate, checkpoint); the
+    bookkeeping around them is in ``_Loop``.
+
     A checkpoint is saved every ``config.save_steps`` optimizer steps, at each epoch end and
     when ``stop`` reports a signal; with ``resume`` the loop continues from one exactly:
     weights (loaded by the caller), optimizer, schedule, random generators, batch order and
