@@ -54,6 +54,10 @@ class EvaluateConfig:
         problems = common_problems(self)
         if (self.data is None and not in_memory) == (self.task is None):
             problems.append("give exactly one of --data FILE or --task NAME")
+        if in_memory and self.data is not None:
+            problems.append(
+                f"data: rows in memory and the file {self.data!r} were both given; give one"
+            )
         if self.split is not None and self.task is None:
             problems.append("--split goes with --task")
         raise_if(problems)

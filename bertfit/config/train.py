@@ -199,6 +199,11 @@ class TrainConfig:
         has_dev = self.dev is not None or "dev" in in_memory
         if self.output is None:
             problems.append("give --output DIR (or --resume RUN_DIR to continue a run)")
+        for name in in_memory:
+            if getattr(self, name) is not None:
+                problems.append(
+                    f"{name}: rows in memory and the file {getattr(self, name)!r} were both given; give one"
+                )
         if has_train == (self.task is not None):
             problems.append("give exactly one of --train FILE or --task NAME")
         if self.task is not None and has_dev:

@@ -58,9 +58,10 @@ def parse_label(value, kind: str, separator: str, path, line: int):
     return label
 
 
-def check_label_type(path, line: int, raw, label: str, seen: dict) -> None:
-    """JSONL labels must not mix JSON numbers with names: ``1`` beside ``"pos"`` is a data error
-    (numbers beside numeric strings such as ``"1"`` are the same labels and pass)."""
+def check_label_type(path, line: int, raw, label: str, seen: dict, unit: str = "line") -> None:
+    """Typed labels (JSON Lines, Parquet, rows in memory) must not mix numbers with names: ``1``
+    beside ``"pos"`` is a data error (numbers beside numeric strings such as ``"1"`` are the same
+    labels and pass). ``unit`` is what ``line`` counts: a line or a row."""
     if isinstance(raw, (bool, int, float)):
         kind = "number"
     elif is_int_text(label) or is_float_text(label):
@@ -72,9 +73,9 @@ def check_label_type(path, line: int, raw, label: str, seen: dict) -> None:
     if other is not None:
         first_line, first = other
         raise DataError(
-            f"{path}:{line}: label {json.dumps(raw)} is a {kind} but line {first_line} has the "
-            f"{'number' if kind == 'name' else 'name'} {json.dumps(first)}; labels of one file "
-            "must be all names or all numbers"
+            f"{path}:{line}: label {json.dumps(raw, default=str)} is a {kind} but {unit} "
+            f"{first_line} has the {'number' if kind == 'name' else 'name'} "
+            f"{json.dumps(first, default=str)}; the labels must be all names or all numbers"
         )
 
 

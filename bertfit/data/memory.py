@@ -131,3 +131,14 @@ def _table(table, wanted: list[str]) -> Iterator[tuple[int, dict]]:
         for record in batch.to_pylist():
             number += 1
             yield number, record
+
+
+def is_text_list(texts) -> bool:
+    """A sequence of strings (list, tuple, numpy array, pandas Series), not rows with columns."""
+    if (
+        isinstance(texts, (str, dict))
+        or hasattr(texts, "columns")
+        or hasattr(texts, "column_names")
+    ):
+        return False
+    return hasattr(texts, "__len__") and all(isinstance(t, str) for t in texts)

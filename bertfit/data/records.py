@@ -228,7 +228,7 @@ def _check_record(
         raw = field_value(source, record, keys.label, number, "--label-column")
         label = parse_label(raw, options.label_kind, options.label_separator, source.name, number)
         if options.label_kind == "single" and label is not None:
-            check_label_type(source.name, number, raw, label, label_types)
+            check_label_type(source.name, number, raw, label, label_types, source.unit)
             if label in options.drop_labels:
                 return f"label {label!r}"
     if text is None or (keys.pair is not None and pair is None):

@@ -22,7 +22,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from bertfit.data.examples import Columns
-from bertfit.data.memory import read_source
+from bertfit.data.memory import is_text_list, read_source
 from bertfit.data.packing import Packed, Tokenizer, iterate_batches, pack_texts, sorted_batches
 from bertfit.errors import ModelError
 from bertfit.models.pooling import Pooling, pool, read_pooling
@@ -65,7 +65,7 @@ class Embedder:
         """
         if isinstance(texts, str):
             texts = [texts]
-        elif not (isinstance(texts, (list, tuple)) and all(isinstance(t, str) for t in texts)):
+        elif not is_text_list(texts):
             texts = read_source(texts, Columns(column), name="input", with_labels=False).texts
         normalize = self.pooling.normalize if normalize is None else normalize
         packed = self.pack(list(texts))
@@ -88,7 +88,8 @@ class Embedder:
             out[indices] = vectors.cpu().numpy()
             bar.update(len(indices))
         bar.close()
-        return out if out is not None else np.zeros((0, 0), dtype=np.float32)
+        width = self.model.config.hidden_size
+        return out if out is not None else np.zeros((0, width), dtype=np.float32)
 
     def similarity(self, texts: list[str], others: list[str], batch_size: int = 64) -> np.ndarray:
         """Cosine similarity of each text with its partner in ``others``."""

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from bertfit.data.labels import MULTI, REGRESSION
-from bertfit.data.memory import read_source
+from bertfit.data.memory import is_text_list, read_source
 from bertfit.data.packing import Packed, Tokenizer, iterate_batches, pack_texts, sorted_batches
 from bertfit.errors import ModelError
 from bertfit.evaluation.metrics import sigmoid, softmax
@@ -52,7 +52,7 @@ def compute_logits(
             out = np.empty((len(packed), logits.shape[1]), dtype=np.float32)
         out[indices] = logits
     model.train(was_training)
-    return out
+    return out if out is not None else np.empty((0, 0), dtype=np.float32)
 
 
 @dataclass
@@ -118,7 +118,9 @@ class Run:
         """
         if isinstance(texts, str):
             texts = [texts]
-        elif not _is_text_list(texts):  # rows in memory, in the columns the run was trained on
+        elif is_text_list(texts):
+            texts = list(texts)
+        else:  # rows in memory, in the columns the run was trained on
             examples = read_source(
                 texts, trained_columns(self.meta), name="input", with_labels=False
             )
@@ -141,6 +143,8 @@ class Run:
 
     def records(self, logits: np.ndarray) -> list[dict]:
         """Prediction records from raw model outputs, as ``predict`` returns them."""
+        if len(logits) == 0:
+            return []
         if self.problem == REGRESSION:
             return [{"score": round(float(row[0]), 6)} for row in logits]
         if self.problem == MULTI:
@@ -231,10 +235,9 @@ def _unfinished_message(directory: Path) -> str:
 def _checkpoint_results(state: dict, labels: list[str]) -> dict:
     """What results.json would say, from a checkpoint's trainer state."""
     results = {"dev": state.get("dev", {}), "checkpoint_step": state.get("step")}
-    if state.get("thresholds") is not None:
-        results["thresholds"] = dict(zip(labels, state["thresholds"]))
+    # the weights are the model as it was at the step: the thresholds tuned at the latest
+    # evaluation go with them (for the best checkpoint, those of the best model)
+    cut = state.get("last_thresholds") or state.get("thresholds")
+    if cut is not None:
+        results["thresholds"] = dict(zip(labels, cut))
     return results
-
-
-def _is_text_list(texts) -> bool:
-    return isinstance(texts, (list, tuple)) and all(isinstance(t, str) for t in texts)

@@ -12,7 +12,8 @@ class TrainState:
     """Everything besides tensors that a resumed run needs to continue exactly.
 
     Saved as ``trainer_state.json`` in every checkpoint; ``thresholds`` are the multi-label
-    decision thresholds tuned with the best model (``predict --checkpoint`` reads them).
+    decision thresholds tuned with the best model, ``last_thresholds`` those tuned at the latest
+    evaluation, which go with the checkpoint's own weights (``predict --checkpoint`` reads them).
     """
 
     data: str | None = None  # digest of the packed data: a resumed run must see the same
@@ -25,6 +26,7 @@ class TrainState:
     bad_evals: int = 0  # evaluations in a row without improvement (early stopping)
     dev: dict = field(default_factory=dict)  # the best model's dev metrics
     thresholds: list[float] | None = None
+    last_thresholds: list[float] | None = None  # tuned at the latest evaluation (this model)
     last_dev: float | None = None
     evaluated_step: int | None = None
     dev_score: float | None = None  # the score of the model saved in this checkpoint, if evaluated
@@ -64,7 +66,7 @@ class TrainState:
 
     def keep_if_best(self, epoch: int, score: float, dev: dict, thresholds) -> bool:
         """Record an evaluation; True when it is the best so far (the caller saves the model)."""
-        self.last_dev, self.evaluated_step = score, self.step
+        self.last_dev, self.evaluated_step, self.last_thresholds = score, self.step, thresholds
         if not improves(score, self.best):
             self.bad_evals += 1
             return False
