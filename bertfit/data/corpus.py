@@ -186,7 +186,7 @@ def read_split(
     ``split`` is the task's name for it or Hugging Face's (``validation`` for ``dev``).
     """
     path = split_file(task, root, split)
-    split = task.split_name(split)
+    asked, split = split, task.split_name(split)
     if path is None:
         raise DataError(_no_split(task, root, split))
     if with_labels and not task.labelled(split):
@@ -200,7 +200,7 @@ def read_split(
             examples = _shuffled(examples, seed, limit)
     if with_labels and task.labels is not None:
         _check_task_labels(task, examples)
-    log.info(f"{task.name} {split}: {examples.describe()} ({path})")
+    log.info(f"{task.name} {asked}: {examples.describe()} ({path})")
     return examples
 
 
