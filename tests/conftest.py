@@ -257,3 +257,16 @@ def tar_bytes(members: dict[str, bytes], mode: str = "w:gz", symlink: str | None
             info.linkname = "/etc/passwd"
             tf.addfile(info)
     return buffer.getvalue()
+
+
+def multi_rows(n: int, seed: int) -> list[dict]:
+    """Learnable multi-label: 'great' -> good, 'awful' -> bad, independently."""
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(n):
+        labels = [name for name in ("good", "bad") if rng.random() < 0.5]
+        words = rng.choices(FILLER, k=rng.randint(3, 8))
+        words += ["great"] * ("good" in labels) + ["awful"] * ("bad" in labels)
+        rng.shuffle(words)
+        rows.append({"text": " ".join(words), "label": labels})
+    return rows

@@ -22,7 +22,7 @@ from bertfit.evaluation.metrics import (
     spearman,
     tune_thresholds,
 )
-from tests.conftest import FILLER, write_rows
+from tests.conftest import FILLER, multi_rows, write_rows
 from tests.test_cli import FAST
 
 # ---- metrics on exact numbers ---------------------------------------------------------------
@@ -119,19 +119,6 @@ def score_rows(n: int, seed: int) -> list[dict]:
         words = rng.choices(FILLER, k=rng.randint(3, 8)) + ["great"] * count
         rng.shuffle(words)
         rows.append({"text": " ".join(words), "label": float(count)})
-    return rows
-
-
-def multi_rows(n: int, seed: int) -> list[dict]:
-    """Learnable multi-label: 'great' -> good, 'awful' -> bad, independently."""
-    rng = random.Random(seed)
-    rows = []
-    for _ in range(n):
-        labels = [name for name in ("good", "bad") if rng.random() < 0.5]
-        words = rng.choices(FILLER, k=rng.randint(3, 8))
-        words += ["great"] * ("good" in labels) + ["awful"] * ("bad" in labels)
-        rng.shuffle(words)
-        rows.append({"text": " ".join(words), "label": labels})
     return rows
 
 

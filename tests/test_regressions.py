@@ -14,22 +14,9 @@ import torch
 
 import bertfit
 from bertfit.cli.main import main
-from tests.conftest import FILLER, MARKER, write_rows
+from tests.conftest import FILLER, MARKER, multi_rows, write_rows
 
 QUICK = ["--batch-size", "8", "--max-length", "32", "--no-progress", "--seed", "1"]
-
-
-def multi_rows(n: int, seed: int) -> list[dict]:
-    """Learnable multi-label rows: 'great' -> good, 'awful' -> bad, independently."""
-    rng = random.Random(seed)
-    rows = []
-    for _ in range(n):
-        labels = [name for name in ("good", "bad") if rng.random() < 0.5]
-        words = rng.choices(FILLER, k=rng.randint(3, 8))
-        words += ["great"] * ("good" in labels) + ["awful"] * ("bad" in labels)
-        rng.shuffle(words)
-        rows.append({"text": " ".join(words), "label": labels})
-    return rows
 
 
 def read_jsonl(path: Path) -> list[dict]:
