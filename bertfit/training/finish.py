@@ -17,7 +17,7 @@ from bertfit.files import atomic_open, write_json
 from bertfit.models.classifier import load_classifier
 from bertfit.report.card import write_model_card
 from bertfit.report.page import build_report
-from bertfit.rundir import DEV_PREDICTIONS, RESULTS, is_embedding_run
+from bertfit.rundir import DEV_PREDICTIONS, EMBEDDING, RESULTS, is_embedding_run
 from bertfit.serve.embed import load_embedder
 from bertfit.serve.run import compute_logits, load
 from bertfit.training.inputs import TrainingData
@@ -95,7 +95,7 @@ def finish_classifier(
 
 def finish_bi_encoder(summary: dict, config, data: TrainingData, output: Path, device):
     summary.update(
-        problem="embedding",
+        problem=EMBEDDING,
         objective=config.objective,
         train_examples=len(data.train),
         dev_examples=len(data.dev),
