@@ -49,6 +49,7 @@ class RunMeta:
     labels: list[str] = field(default_factory=list)
     label_is_int: bool = False
     label_separator: str = "|"
+    label_names: dict[str, str] | None = None  # code in the data -> the name the run uses
     task: str | None = None
     objective: str | None = None  # bi-encoder runs: cosine, contrastive or softmax
     pooling: dict[str, Any] | None = None  # bi-encoder runs: mode, normalize, max_length

@@ -630,9 +630,10 @@ def test_imdb_train_limit_samples_both_labels(tiny_bert, corpora, env_for_module
     assert results["train_examples"] + results["dev_examples"] == 10
     # one dev row per label present in the sample: both are there
     assert results["dev"]["n"] == 2
+    # (reported by the task's label names: issue 13 item 13)
     assert {label: row["support"] for label, row in results["dev"]["per_class"].items()} == {
-        "neg": 1,
-        "pos": 1,
+        "negative": 1,
+        "positive": 1,
     }
     assert results["test_split"] == "test" and results["test"]["n"] == 4
 

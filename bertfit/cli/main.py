@@ -18,6 +18,7 @@ from collections.abc import Callable
 import bertfit.cli.commands as commands
 import bertfit.config as configs
 from bertfit import __version__
+from bertfit.cli.suggest import command_message, is_option, unrecognized_message
 from bertfit.errors import BertfitError
 
 # The command table: name -> (config class, runner). One test checks it stays in sync.
@@ -111,9 +112,11 @@ def build_parser() -> argparse.ArgumentParser:
         default=argparse.SUPPRESS,
         help="show the full traceback on errors",
     )
+    # allow_abbrev=False: --epoch or --out must not quietly stand for --epochs or --output
     parser = argparse.ArgumentParser(
         prog="bertfit",
         parents=[common],
+        allow_abbrev=False,
         description="Fine-tune pretrained BERT-family encoders for text classification and text pairs.",
         epilog="Run 'bertfit COMMAND --help' for a command's options. Start with 'bertfit quickstart'.",
     )
@@ -121,7 +124,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, (cls, _) in COMMANDS.items():
         summary = (cls.__doc__ or "").strip().splitlines()[0]
-        command = sub.add_parser(name, parents=[common], help=summary, description=summary)
+        command = sub.add_parser(
+            name, parents=[common], help=summary, description=summary, allow_abbrev=False
+        )
         add_config_arguments(command, cls)
     return parser
 
@@ -130,9 +135,57 @@ def config_from_args(cls: type, args: argparse.Namespace):
     return cls(**{f.name: getattr(args, f.name) for f in dataclasses.fields(cls)})
 
 
-def main(argv: list[str] | None = None) -> int:
+def command_parser(parser: argparse.ArgumentParser, name: str) -> argparse.ArgumentParser:
+    """The subparser of command ``name``."""
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return sub.choices[name]
+
+
+def _command_index(parser: argparse.ArgumentParser, argv: list[str]) -> int | None:
+    """Where the command word is (top-level options take no value, so it is the first word that
+    is not an option); exit 2 with a suggestion when it is not one of ours."""
+    for i, token in enumerate(argv):
+        if token in ("-h", "--help", "--version", "--"):
+            return None
+        if not token.startswith("-"):
+            if token not in COMMANDS:
+                parser.error(command_message(token, list(COMMANDS)))
+            return i
+    return None
+
+
+def _unknown_options(command: argparse.ArgumentParser, words: list[str]) -> list[str]:
+    """The options in a command's words that it does not have, as argparse would see them."""
+    known = {s for a in command._actions for s in a.option_strings}
+    unknown = []
+    for word in words:
+        if word in ("-h", "--help"):  # the help, as asked, not an error
+            return []
+        if word == "--":
+            break
+        if is_option(word) and " " not in word and word.split("=", 1)[0] not in known:
+            unknown.append(word)
+    return unknown
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The parsed command line. A usage error prints the command's own usage and one line that
+    names what was wrong and what was probably meant, then exits with code 2."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    at = _command_index(parser, argv)
+    # unknown options first: before argparse complains that a required argument is missing
+    unknown = [] if at is None else _unknown_options(command_parser(parser, argv[at]), argv[at:])
+    args, extras = (None, unknown) if unknown else parser.parse_known_args(argv)
+    if extras:
+        command = command_parser(parser, argv[at] if args is None else args.command)
+        options = [s for a in command._actions for s in a.option_strings if s.startswith("--")]
+        command.error(unrecognized_message(extras, options, command.prog))
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
     debug = getattr(args, "debug", False) or os.environ.get("BERTFIT_DEBUG", "") not in ("", "0")
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     cls, runner = COMMANDS[args.command]

@@ -26,8 +26,8 @@ def quickstart_text(summary: dict) -> str:
         "predictions:",
     ]
     for sentence, record in summary["predictions"]:
-        label = "positive" if str(record["label"]) == "1" else "negative"
-        confidence = record["probabilities"][str(record["label"])]
+        label = str(record["label"])
+        confidence = record["probabilities"][label]
         out.append(f"  {label:<8} ({confidence:.3f})  {sentence}")
     return "\n".join(out) + "\n"
 

@@ -121,7 +121,7 @@ class ExplainConfig:
     device: str = device_field()
 
     def validate(self) -> ExplainConfig:
-        problems = []
+        problems = common_problems(self)
         if self.steps < 2:
             problems.append(f"--steps must be at least 2, got {self.steps}")
         if (self.text is None) == (self.input is None):

@@ -64,6 +64,10 @@ def common_problems(cfg: Any) -> list[str]:
     problems = []
     if getattr(cfg, "batch_size", 1) < 1:
         problems.append(f"--batch-size must be at least 1, got {cfg.batch_size}")
+    for name in ("text", "pair", "query"):  # texts typed on the command line
+        value = getattr(cfg, name, None)
+        if isinstance(value, str) and not value.strip():
+            problems.append(f"--{name} is empty; every input needs some text (as in training)")
     max_length = getattr(cfg, "max_length", None)
     if max_length is not None and max_length < 8:
         problems.append(f"--max-length must be at least 8, got {max_length}")

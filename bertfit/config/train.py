@@ -21,7 +21,7 @@ from bertfit.config.fields import (
     option,
     raise_if,
 )
-from bertfit.data.labels import METRICS, MULTI, PAIRS, REGRESSION, SINGLE
+from bertfit.data.labels import METRICS, MULTI, PAIRS, REGRESSION, SINGLE, parse_label_names
 from bertfit.errors import ConfigError
 from bertfit.models.encoders import DEFAULT_NAME, Encoder
 
@@ -63,6 +63,14 @@ class TrainConfig:
     pair_column: str | None = option(None, "column with the second text of a pair task")
     label_column: str = option("label", "column with the label")
     label_separator: str = option("|", "separator of several labels in one CSV/TSV field")
+    label_names: str | None = option(
+        None,
+        "names for the labels, e.g. 0=negative,1=positive: predictions, reports and config.json's id2label use them [default: a task's own names]",
+    )
+    as_classes: bool = option(
+        False,
+        "train the labels as classes even when they look like scores, sets of labels or row ids (bertfit stops and asks otherwise)",
+    )
     train_limit: int | None = option(
         None, "use only the first N training rows (a seeded sample for label-grouped corpora)"
     )
@@ -218,6 +226,13 @@ class TrainConfig:
             problems.append(f"--dev-fraction must be between 0 and 1, got {self.dev_fraction}")
         if not self.label_separator:
             problems.append("--label-separator must not be empty")
+        if self.label_names is not None:
+            try:
+                parse_label_names(self.label_names)
+            except ValueError as err:
+                problems.append(f"--label-names: {err}")
+            if self.regression:
+                problems.append("--label-names names classes; a --regression score has none")
         if self.train_limit is not None and self.train_limit < 1:
             problems.append(f"--train-limit must be at least 1, got {self.train_limit}")
         if self.truncation not in TRUNCATIONS:

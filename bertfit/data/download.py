@@ -22,7 +22,6 @@ import re
 import shutil
 import sys
 import tarfile
-import tempfile
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -35,6 +34,7 @@ from filelock import FileLock
 from tqdm.auto import tqdm
 
 from bertfit.errors import DataError
+from bertfit.files import temporary_dir
 
 MIRROR_ENV = "BERTFIT_DATA_MIRROR"
 CHUNK = 1 << 16
@@ -335,7 +335,7 @@ def _staging(target: Path) -> Iterator[Path]:
     """A temporary folder beside ``target``, renamed to it on success and removed on failure."""
     target.parent.mkdir(parents=True, exist_ok=True)
     # Same parent, so the final rename is atomic: target is absent or complete, never half.
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    tmp = temporary_dir(target.parent, f".{target.name}.")
     try:
         yield tmp
         try:

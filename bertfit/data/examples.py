@@ -54,9 +54,16 @@ class Columns:
     pair: str | None = None
     label: str | None = None
 
-    def numeric(self) -> bool:
-        given = [c for c in (self.text, self.pair, self.label) if c is not None]
-        return all(str(c).isdigit() for c in given)
+    def flags(self, with_labels: bool = True) -> list[tuple[str, str]]:
+        """(flag, column) of each column in use, the label only ``with_labels``."""
+        given = [("--text-column", self.text), ("--pair-column", self.pair)]
+        if with_labels:
+            given.append(("--label-column", self.label))
+        return [(flag, str(column)) for flag, column in given if column is not None]
+
+    def numeric(self, with_labels: bool = True) -> bool:
+        """Whether every column in use is a 0-based number (a label not read does not count)."""
+        return all(column.isdigit() for _, column in self.flags(with_labels))
 
 
 MISSING = object()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass
 
@@ -186,3 +187,32 @@ PROBLEMS = {
 def problem(name: str) -> Problem:
     """The ``Problem`` of a run's or task's problem name (``single_label_classification``, ...)."""
     return PROBLEMS[name]
+
+
+def parse_label_names(spec: str) -> dict[str, str]:
+    """``"0=negative,1=positive"`` as ``{"0": "negative", "1": "positive"}``; ValueError with
+    the reason when it is not of that form."""
+    names: dict[str, str] = {}
+    for part in spec.split(","):
+        label, sep, name = (x.strip() for x in part.partition("="))
+        if not sep or not label or not name:
+            raise ValueError(f"expected LABEL=NAME pairs separated by commas, got {part.strip()!r}")
+        if label in names:
+            raise ValueError(f"label {label!r} is named twice")
+        names[label] = name
+    if len(set(names.values())) < len(names):
+        raise ValueError("two labels have the same name")
+    return names
+
+
+def rename_labels(examples: Examples, names: dict[str, str]) -> Examples:
+    """The examples with each label (or each label of a set) replaced by its name; labels that
+    are already names pass through, so a file may hold either."""
+    if examples.labels is None:
+        return examples
+    rename = lambda x: names.get(x, x)  # noqa: E731
+    labels = [
+        [rename(x) for x in label] if isinstance(label, list) else rename(label)
+        for label in examples.labels
+    ]
+    return dataclasses.replace(examples, labels=labels, label_is_int=False)

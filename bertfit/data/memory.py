@@ -142,3 +142,14 @@ def is_text_list(texts) -> bool:
     ):
         return False
     return hasattr(texts, "__len__") and all(isinstance(t, str) for t in texts)
+
+
+def require_texts(texts: list[str], pairs: list[str] | None = None) -> None:
+    """Every text given directly (not from a file) must hold some text, as in training data."""
+    for what, values in (("text", texts), ("pair text", pairs or [])):
+        for i, value in enumerate(values):
+            if not isinstance(value, str) or not value.strip():
+                number = f" {i + 1} of {len(values)}" if len(values) > 1 else ""
+                raise DataError(
+                    f"{what}{number} is empty; every input needs some text (as in training)"
+                )

@@ -1,8 +1,20 @@
-"""Read labelled text from CSV, TSV, JSONL (gzip too) and Parquet files into ``Examples``.
+"""Read labelled text from CSV, TSV, JSONL (gzip too), Parquet and .txt files into ``Examples``.
 
 Every problem is reported as one line naming the file, the line (in Parquet files: the row,
 numbered from 1, written the same way, ``train.parquet:3: ...``) and the field.
-TSV is read with quoting off, as GLUE's own loader does, so quotes inside texts stay text.
+
+The same rules hold for every command:
+
+- A ``.txt`` file is one text per non-blank line: no header, no label, no pair column (given a
+  ``delimiter``, it is read as a table with that delimiter instead).
+- A CSV/TSV file has a header row naming its columns, and a column is named or numbered (0-based,
+  by position). When only numbers are given, the first row is a header only if it looks like
+  one (``looks_like_header``); ``header=False`` (``--no-header``) reads every row as data.
+- The delimiter comes from the extension unless ``delimiter`` is given; a missing column in a file
+  whose header splits at another delimiter says which (``--delimiter ';'``).
+- TSV is read with quoting off, as GLUE's own loader does, so quotes inside texts stay text;
+  ``quoting="csv"`` reads the double-quoted fields that pandas writes, and a TSV whose fields look
+  like that gets one warning naming that option.
 """
 
 from __future__ import annotations
@@ -11,34 +23,51 @@ import codecs
 import csv
 import gzip
 import io
+import itertools
 import json
+import logging
 import os
+import re
 import sys
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any, NamedTuple
 
 from bertfit.data.examples import Columns, Examples
 from bertfit.data.labels import json_type
 from bertfit.data.parquet import parquet_records, read_parquet
-from bertfit.data.records import WRONG_WIDTH, ReadOptions, Source, collect, column_keys
-from bertfit.errors import DataError
+from bertfit.data.records import WRONG_WIDTH, Keys, ReadOptions, Source, collect, column_keys
+from bertfit.errors import ConfigError, DataError
 
 FORMATS = {
     ".csv": "csv",
     ".tsv": "tsv",
-    ".txt": "tsv",
+    ".txt": "txt",
     ".jsonl": "jsonl",
     ".json": "jsonl",
     ".ndjson": "jsonl",
     ".parquet": "parquet",
 }
 
+DELIMITERS = {",": "comma", "\t": "tab", ";": "semicolon", "|": "pipe"}
+QUOTINGS = ("csv", "none")
+SAMPLE_ROWS = 21  # the header and 20 rows: what the header and quoting guesses look at
+# column names common enough to mark a first row as a header on their own
+HEADER_NAMES = frozenset(
+    "text label labels sentence sentence1 sentence2 premise hypothesis question answer "
+    "review document title score id idx index".split()
+)
+NAME = re.compile(r"[A-Za-z_#][\w#. -]{0,39}")  # a column name: short, starts with a letter
+WORD = re.compile(r"[A-Za-z_][\w.-]*")  # one word, no spaces
+NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+
 csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
+log = logging.getLogger("bertfit")
 
 
 def file_format(path: str | os.PathLike) -> str:
-    """csv, tsv, jsonl or parquet, from the extension (``.gz`` is looked through)."""
+    """csv, tsv, txt, jsonl or parquet, from the extension (``.gz`` is looked through)."""
     name = str(path).lower()
     gzipped = name.endswith(".gz")
     suffix = Path(name.removesuffix(".gz")).suffix
@@ -75,7 +104,7 @@ def check_file(path: str | os.PathLike) -> Path:
 
 
 def data_file_format(path: str | os.PathLike) -> str:
-    """csv, tsv, jsonl or parquet for an existing data file; a DataError for a folder, a missing
+    """csv, tsv, txt, jsonl or parquet for an existing data file; a DataError for a folder, a missing
     file or an unknown type (a missing file with an unknown extension is reported by its type)."""
     path = Path(path)
     if path.is_dir():

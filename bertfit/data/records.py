@@ -49,6 +49,10 @@ class ReadOptions:
     label_separator: str = "|"
     drop_labels: tuple[str, ...] = ()
     where: tuple[str, str] | None = None  # (column, value): keep only the rows with that value
+    # how a CSV/TSV file is laid out (the other sources ignore these)
+    header: bool = True  # False: every row is data, columns are given by number
+    delimiter: str | None = None  # one character [default: by extension]
+    quoting: str | None = None  # "csv" or "none" [default: csv, none for tab-separated files]
 
 
 @dataclass(frozen=True)
@@ -76,9 +80,10 @@ def column_keys(
 ) -> Keys:
     """The ``Keys`` of ``columns`` given the source's column names (``header``, None if unknown).
 
-    ``keyed`` sources (Parquet, rows in memory) hold dicts whose column names are known: a column
-    number there picks the column at that position. A column not in ``header`` is an error that
-    lists the columns there are.
+    A column number (``"0"``) that is not a column's name picks the column at that position,
+    whether the source's records are lists (CSV/TSV) or dicts whose column names are known
+    (``keyed``: Parquet, rows in memory). A column not in ``header`` is an error that lists the
+    columns there are.
     """
 
     def key(column, flag: str):
@@ -99,8 +104,8 @@ def _column_key(source: Source, header, column, flag: str, keyed: bool) -> int |
         raise DataError(f"{source.name}: {header.count(column)} columns are named {column!r}")
     if column in header:
         return column if keyed else header.index(column)
-    if keyed and str(column).isdigit() and int(column) < len(header):
-        return header[int(column)]
+    if str(column).isdigit() and int(column) < len(header):
+        return header[int(column)] if keyed else int(column)
     raise DataError(
         f"{source.name}: no column {column!r} for {flag}; {source.holder} columns: "
         + ", ".join(f"{i}={name!r}" for i, name in enumerate(header))

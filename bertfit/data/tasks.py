@@ -60,6 +60,8 @@ class Task:
     # text, pair and label columns of the Hugging Face export, where they differ from ours;
     # its integer labels index ``labels`` (the order of the HF dataset's ClassLabel names)
     hf_columns: tuple[str, str | None, str] | None = None
+    # names for labels stored as codes ("0" -> "negative"): what predictions and reports say
+    label_names: dict[str, str] | None = None
 
     @property
     def problem(self) -> str:
@@ -112,6 +114,7 @@ def _glue(
 
 NLI = ("entailment", "neutral", "contradiction")
 BINARY = ("0", "1")
+SENTIMENT = {"0": "negative", "1": "positive"}
 RTE_LABELS = ("entailment", "not_entailment")
 
 TASKS: dict[str, Task] = {
@@ -152,6 +155,7 @@ TASKS: dict[str, Task] = {
             pair=None,
             label="label",
             labels=("neg", "pos"),
+            label_names={"neg": "negative", "pos": "positive"},
             metrics=("accuracy", "macro_f1"),
             downloads=(
                 Download(
@@ -175,6 +179,7 @@ TASKS: dict[str, Task] = {
             pair=None,
             label="label",
             labels=BINARY,
+            label_names=SENTIMENT,
             metrics=("accuracy", "macro_f1"),
             downloads=(
                 Download(
@@ -204,6 +209,7 @@ TASKS: dict[str, Task] = {
             ("accuracy",),
             (67349, 872, 1821),
             "see the Stanford Sentiment Treebank (Socher et al. 2013)",
+            label_names=SENTIMENT,
         ),
         _glue(
             "cola",

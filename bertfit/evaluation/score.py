@@ -11,7 +11,14 @@ from bertfit.config.commands import (
     EvaluateConfig,
 )
 from bertfit.data.examples import Columns, Examples
-from bertfit.data.labels import MULTI, PROBLEMS, REGRESSION, check_known_labels, label_targets
+from bertfit.data.labels import (
+    MULTI,
+    PROBLEMS,
+    REGRESSION,
+    check_known_labels,
+    label_targets,
+    rename_labels,
+)
 from bertfit.data.memory import read_source
 from bertfit.errors import ConfigError
 from bertfit.evaluation.metrics import bootstrap_intervals, with_intervals
@@ -91,7 +98,13 @@ def evaluate_similarity(config: EvaluateConfig, data: Any = None) -> dict:
 
 def evaluation_examples(config: EvaluateConfig, run: Run, data: Any = None) -> Examples:
     """The labelled examples ``config`` names (a file, rows in memory, or a task's split) in
-    ``run``'s columns."""
+    ``run``'s columns, with label codes renamed as the run names them."""
+    examples = _labelled_examples(config, run, data)
+    names = run.meta.label_names
+    return rename_labels(examples, names) if names else examples
+
+
+def _labelled_examples(config: EvaluateConfig, run: Run, data: Any) -> Examples:
     if config.task is None:
         columns = trained_columns(
             run.meta, config.text_column, config.pair_column, config.label_column

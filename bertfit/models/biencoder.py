@@ -24,6 +24,7 @@ from torch import nn
 
 from bertfit.data.packing import Packed, collate, sorted_batches
 from bertfit.evaluation.metrics import classification_metrics, pearson, spearman
+from bertfit.files import publish_tree, temporary_dir
 from bertfit.models.fastbert import lean_hidden, supports_lean_encoder
 from bertfit.models.pooling import Pooling, pool, write_sentence_transformers_files
 from bertfit.rundir import NLI_HEAD
@@ -186,12 +187,11 @@ def save_bi_encoder(model: BiEncoder, tokenizer, directory: Path) -> None:
     head, which the embedder ignores, so that a checkpoint can resume)."""
     import os
     import shutil
-    import tempfile
 
     from bertfit.runtime import quiet_transformers
 
     directory.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".model-", dir=directory))
+    staging = temporary_dir(directory, ".model-")
     try:
         with quiet_transformers():
             model.bert.save_pretrained(str(staging), safe_serialization=True)
@@ -201,6 +201,7 @@ def save_bi_encoder(model: BiEncoder, tokenizer, directory: Path) -> None:
             save_file(
                 {k: v.contiguous() for k, v in model.head.state_dict().items()}, staging / NLI_HEAD
             )
+        publish_tree(staging)
         for item in sorted(staging.iterdir(), key=lambda p: p.suffix == ".safetensors"):
             target = directory / item.name
             if item.is_dir() and target.exists():

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 from pathlib import Path
 
 import torch
@@ -17,6 +16,7 @@ from torch import nn
 
 from bertfit.data.packing import HFTokenizer, Tokenizer
 from bertfit.errors import ModelError
+from bertfit.files import publish_tree, temporary_dir
 from bertfit.models.adapters import is_d2l_model
 from bertfit.models.encoders import Encoder, one_line, position_limit
 from bertfit.models.heads import full_precision_head
@@ -85,7 +85,7 @@ def build_classifier(
 def save_classifier(model: nn.Module, tokenizer: Tokenizer, directory: Path) -> None:
     """Write the model in the format ``load_classifier`` (and, for HF, transformers) reads."""
     directory.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".model-", dir=directory))
+    staging = temporary_dir(directory, ".model-")
     try:
         if is_d2l_model(model):
             from bertfit.models.d2l_checkpoint import save_d2l_model
@@ -96,6 +96,7 @@ def save_classifier(model: nn.Module, tokenizer: Tokenizer, directory: Path) -> 
                 model.save_pretrained(str(staging), safe_serialization=True)
                 tokenizer.hf.save_pretrained(str(staging))
         # each file lands whole, by rename; the weights last, so config and tokenizer are never newer
+        publish_tree(staging)
         for item in sorted(staging.iterdir(), key=lambda p: p.suffix == ".safetensors"):
             os.replace(item, directory / item.name)
     finally:

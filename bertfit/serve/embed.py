@@ -22,7 +22,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from bertfit.data.examples import Columns
-from bertfit.data.memory import is_text_list, read_source
+from bertfit.data.memory import is_text_list, read_source, require_texts
 from bertfit.data.packing import Packed, Tokenizer, iterate_batches, pack_texts, sorted_batches
 from bertfit.errors import ModelError
 from bertfit.models.pooling import Pooling, pool, read_pooling
@@ -67,6 +67,7 @@ class Embedder:
             texts = [texts]
         elif not is_text_list(texts):
             texts = read_source(texts, Columns(column), name="input", with_labels=False).texts
+        require_texts(list(texts))
         normalize = self.pooling.normalize if normalize is None else normalize
         packed = self.pack(list(texts))
         dtype = pick_precision(self.precision, self.device)

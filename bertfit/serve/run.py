@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from bertfit.data.labels import MULTI, REGRESSION
-from bertfit.data.memory import is_text_list, read_source
+from bertfit.data.memory import is_text_list, read_source, require_texts
 from bertfit.data.packing import Packed, Tokenizer, iterate_batches, pack_texts, sorted_batches
 from bertfit.errors import ModelError
 from bertfit.evaluation.metrics import sigmoid, softmax
@@ -137,6 +137,7 @@ class Run:
             )
         if pairs is not None and len(pairs) != len(texts):
             raise ModelError(f"got {len(texts)} texts but {len(pairs)} pair texts")
+        require_texts(texts, pairs)
         return self.records(
             self.logits(list(texts), None if pairs is None else list(pairs), batch_size)
         )
@@ -186,13 +187,30 @@ def load(run_dir: str | Path, device: str = "auto", checkpoint: str | None = Non
     """Load a finished run directory written by ``bertfit train``.
 
     ``checkpoint`` (best, last, or a step) loads one of the run's checkpoints instead, which
-    also works while the run is unfinished.
+    also works while the run is unfinished; ``load("runs/x/checkpoint-63")`` is
+    ``load("runs/x", checkpoint="63")``.
     """
     from bertfit.models.classifier import load_classifier
+    from bertfit.rundir import CHECKPOINT_PREFIX
 
     directory = Path(run_dir)
+    up = directory.parent
+    if directory.is_file():  # model.safetensors, bertfit.json: the folder that holds it may do
+        usable = is_run_dir(up) or (up.name.startswith(CHECKPOINT_PREFIX) and is_run_dir(up.parent))
+        raise ModelError(
+            f"{directory}: is a file, expected a run directory (the folder that holds {RUN_CONFIG})"
+            + (f"; use {up}" if usable else "")
+        )
     if not directory.is_dir():
         raise ModelError(f"{directory}: no such run directory")
+    if directory.name.startswith(CHECKPOINT_PREFIX) and is_run_dir(up):
+        # a checkpoint folder loads as its run with --checkpoint: the labels are in the run's files
+        if checkpoint is not None:
+            raise ModelError(
+                f"{directory}: is a checkpoint already; drop --checkpoint, or give the run "
+                f"{up} with --checkpoint {checkpoint}"
+            )
+        directory, checkpoint = up, directory.name
     if not is_run_dir(directory):
         raise ModelError(f"{directory}: not a bertfit run directory (no {RUN_CONFIG})")
     finished = is_finished(directory)

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from bertfit.errors import ModelError
-from bertfit.files import write_json
+from bertfit.files import publish_mode, temporary_dir, write_json
 from bertfit.rundir import BEST_MODEL, CHECKPOINT_PREFIX, TRAINER_STATE
 
 _NAME = re.compile(rf"^{CHECKPOINT_PREFIX}(\d+)$")
@@ -112,7 +112,7 @@ def save_checkpoint(
     ``write_model(folder)`` writes the model; ``order`` is the current epoch's batch order.
     """
     final = run_dir / f"{CHECKPOINT_PREFIX}{step}"
-    tmp = Path(tempfile.mkdtemp(prefix=f".{CHECKPOINT_PREFIX}{step}.", suffix=".tmp", dir=run_dir))
+    tmp = temporary_dir(run_dir, f".{CHECKPOINT_PREFIX}{step}.")
     try:
         write_model(tmp)
         _keep_best_model(run_dir, [p.name for p in tmp.iterdir() if p.is_file()], tmp / BEST_MODEL)
@@ -165,6 +165,7 @@ def restore_best_model(path: Path, run_dir: Path) -> None:
         os.close(fd)
         try:
             shutil.copyfile(item, tmp)
+            publish_mode(tmp)
             os.replace(tmp, target)
         except BaseException:
             with contextlib.suppress(FileNotFoundError):

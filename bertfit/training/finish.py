@@ -17,7 +17,7 @@ from bertfit.files import atomic_open, write_json
 from bertfit.models.classifier import load_classifier
 from bertfit.report.card import write_model_card
 from bertfit.report.page import build_report
-from bertfit.rundir import DEV_PREDICTIONS, EMBEDDING, RESULTS, is_embedding_run
+from bertfit.rundir import CARD, DEV_PREDICTIONS, EMBEDDING, REPORT, RESULTS, is_embedding_run
 from bertfit.serve.embed import load_embedder
 from bertfit.serve.run import compute_logits, load
 from bertfit.training.inputs import TrainingData
@@ -74,6 +74,8 @@ def finish_classifier(
     best_dev = score(dev)
     summary["dev_ci"] = best_dev.pop("ci")
     if problem == SINGLE:
+        warn_if_one_class(best_dev, labels, len(data.dev))
+    if problem == SINGLE:
         write_dev_predictions(output, data.dev, best_dev.pop("probabilities"), labels)
     if data.test is not None:
         test = score(prepare_split(tokenizer, data.test, labels, problem, config))
@@ -90,6 +92,12 @@ def finish_classifier(
         f"done: best dev {config.metric} {summary['dev'][config.metric]:.4f} "
         f"(epoch {summary['best_epoch']}); run in {output}"
     )
+    pair = " --pair '...'" if data.dev.pairs is not None else ""
+    log.info(
+        f"wrote {output}: the model, {CARD} (model card) and {REPORT} (curves, confusion, "
+        f"mistakes)\nnext: bertfit predict {output} --text '...'{pair}   "
+        f"(or --input FILE --output predictions.csv; bertfit evaluate {output} --data FILE)"
+    )
     return load(output, device=str(device))
 
 
@@ -104,7 +112,24 @@ def finish_bi_encoder(summary: dict, config, data: TrainingData, output: Path, d
     log.info(
         f"done: best dev {summary['metric']} {summary['dev'][summary['metric']]:.4f}; run in {output}"
     )
+    log.info(
+        f"wrote {output}: a sentence-transformers model and {CARD} (model card)\n"
+        f"next: bertfit similarity {output} --text '...' --pair '...'   (or bertfit embed / "
+        f"search {output} ...; SentenceTransformer('{output}') in Python)"
+    )
     return load_embedder(str(output), str(device))
+
+
+def warn_if_one_class(metrics: dict, labels: list[str], examples: int) -> None:
+    """A classifier that answers one class for every dev example has learned only how common
+    the labels are: say so, with what usually helps."""
+    predicted = [sum(column) for column in zip(*metrics.get("confusion_matrix", []))]
+    used = [label for label, count in zip(labels, predicted) if count]
+    if len(used) == 1 and len(labels) > 1 and examples > 1:
+        log.warning(
+            f"warning: the model predicts {used[0]!r} for all {examples:,} dev examples: it has "
+            "learned only how common the labels are; try more --epochs, another --lr or more data"
+        )
 
 
 def write_outputs(output: Path, summary: dict) -> None:

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bertfit.config.train import TrainConfig
+from bertfit.data.checks import check_dev_split, check_label_kind
 from bertfit.data.examples import Columns, Examples
 from bertfit.data.labels import (
     MULTI,
@@ -17,6 +18,8 @@ from bertfit.data.labels import (
     SINGLE,
     check_known_labels,
     label_set,
+    parse_label_names,
+    rename_labels,
 )
 from bertfit.data.memory import read_source
 from bertfit.data.splits import stratified_split, stratify_keys
@@ -86,6 +89,9 @@ def read_training_data(
         dev_source = config.dev if dev is None else dev
         dev_examples = None if dev_source is None else read(dev_source, "dev")
         data = TrainingData(train_examples, dev_examples, [], problem)
+        if problem == SINGLE and not config.as_classes:
+            label_flag = f"--label-column {config.label_column!r}"
+            check_label_kind(data.train, config.label_separator, label_flag)
     labels = _label_names(data.train, problem, config)
     if config.metric == "f1" and len(labels) != 2:
         raise ConfigError(f"--metric f1 needs two labels; the training data has {len(labels)}")
@@ -97,7 +103,11 @@ def read_training_data(
             else stratify_keys(data.train.labels, PROBLEMS[problem].label_kind)
         )
         train_idx, dev_idx = stratified_split(keys, fraction, config.seed)
+        check_dev_split(data.train, len(dev_idx), fraction)
         data.train, data.dev = data.train.subset(train_idx), data.train.subset(dev_idx)
+    names = label_names_of(config)
+    if names:
+        labels = _apply_label_names(data, labels, names, config)
     for other in (data.dev, data.test):
         if other is not None and problem in (SINGLE, MULTI):
             check_known_labels(other, labels)
@@ -108,6 +118,34 @@ def read_training_data(
             positive_pairs(data.dev, config.task),
         )
     return data
+
+
+def label_names_of(config: TrainConfig) -> dict[str, str] | None:
+    """--label-names, else a task's own names for its label codes."""
+    if config.label_names:
+        return parse_label_names(config.label_names)
+    if config.task:
+        from bertfit.data.tasks import get_task
+
+        return get_task(config.task).label_names
+    return None
+
+
+def _apply_label_names(data: TrainingData, labels: list[str], names: dict, config) -> list[str]:
+    """Rename the labels of every split; the label order stays that of the codes."""
+    unknown = sorted(set(names) - set(labels))
+    if unknown:
+        raise ConfigError(
+            f"--label-names names {', '.join(map(repr, unknown))}, which the training data does "
+            f"not have (its labels: {', '.join(labels)})"
+        )
+    unnamed = [label for label in labels if label not in names]
+    if config.label_names and unnamed:
+        raise ConfigError(f"--label-names gives no name for {', '.join(map(repr, unnamed))}")
+    data.train, data.dev = rename_labels(data.train, names), rename_labels(data.dev, names)
+    if data.test is not None:
+        data.test = rename_labels(data.test, names)
+    return [names.get(label, label) for label in labels]
 
 
 def _label_names(train: Examples, problem: str, config: TrainConfig) -> list[str]:

@@ -32,6 +32,7 @@ def quickstart(config: QuickstartConfig) -> dict:
             dev=str(SAMPLES / "sst2_dev.tsv"),
             text_column="sentence",
             label_column="label",
+            label_names="0=negative,1=positive",
             output=config.output,
             epochs=config.epochs,
             train_limit=config.train_limit,

@@ -36,7 +36,7 @@ from bertfit.training.finish import (
     precision_name,
 )
 from bertfit.training.fit import run_loop
-from bertfit.training.inputs import Source, TrainingData, read_training_data
+from bertfit.training.inputs import Source, TrainingData, label_names_of, read_training_data
 from bertfit.training.objectives import Objective, bi_encoder_objective, classifier_objective
 from bertfit.training.record import tensorboard_writer_class
 from bertfit.training.resume import FINISHED, check_same_data, resolve_resume
@@ -157,6 +157,7 @@ def start_run_dir(
         labels=data.labels,
         label_is_int=data.train.label_is_int,
         label_separator=config.label_separator,
+        label_names=label_names_of(config),
         task=data.task,
         version=__version__,
     )
