@@ -17,6 +17,7 @@ from bertfit.cli.render import (
     search_text,
     tasks_text,
 )
+from bertfit.config.fields import show_progress
 from bertfit.errors import ModelError
 from bertfit.rundir import RUN_CONFIG, is_run_dir
 
@@ -70,7 +71,11 @@ def run_data(config: configs.DataConfig) -> int:
 
     download = config.action == "download"
     folder = locate(
-        get_task(config.task), config.data_dir, config.cache_dir, download, config.progress
+        get_task(config.task),
+        config.data_dir,
+        config.cache_dir,
+        download,
+        show_progress(config.progress),
     )
     sys.stdout.write(f"{folder}\n")
     return 0
@@ -105,6 +110,7 @@ def run_search(config: configs.SearchConfig) -> int:
 
 
 def run_explain(config: configs.ExplainConfig) -> int:
+    from bertfit.data.layout import file_options
     from bertfit.report.explain_page import write_explanation_page, write_explanation_pages
     from bertfit.serve.explain import explain_file
     from bertfit.serve.run import load
@@ -113,7 +119,9 @@ def run_explain(config: configs.ExplainConfig) -> int:
     run = load(config.run_dir, config.device, config.checkpoint)
     if config.input is not None:
         explained = []
-        for result, text in explain_file(run, config.input, config.steps):
+        progress = show_progress(config.progress)
+        options = file_options(config)
+        for result, text in explain_file(run, config.input, config.steps, progress, **options):
             if config.json:
                 sys.stdout.write(json.dumps(result, ensure_ascii=False) + "\n")
             explained.append((result, text))

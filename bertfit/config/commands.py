@@ -6,7 +6,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from bertfit.config.fields import (
     batch_size_field,
@@ -20,6 +20,29 @@ from bertfit.config.fields import (
     progress_field,
     raise_if,
 )
+from bertfit.data.layout import reading_problems
+
+
+def header_field() -> Any:
+    """``--header/--no-header`` of the commands that read CSV/TSV files."""
+    return option(
+        True,
+        "CSV/TSV: the first row names the columns (given only column numbers, when it looks like names); --no-header reads every row as data, columns by number (0-based)",
+    )
+
+
+def delimiter_field() -> Any:
+    return option(
+        None,
+        "CSV/TSV field separator, one character: ';', '|', '\\t' for a tab (a .txt file read with one is read as columns) [default: by extension: ',' for .csv, tab for .tsv]",
+    )
+
+
+def quoting_field() -> Any:
+    return option(
+        None,
+        'CSV/TSV fields in double quotes: csv reads them as quoted ("" inside is a quote, as pandas and Excel write them), none keeps the quotes as text (GLUE\'s way) [default: csv for .csv, none for .tsv]',
+    )
 
 
 @dataclass
@@ -45,13 +68,17 @@ class EvaluateConfig:
     text_column: str | None = option(None, "text column [default: as trained]")
     pair_column: str | None = option(None, "pair column [default: as trained]")
     label_column: str | None = option(None, "label column [default: as trained]")
+    header: bool = header_field()
+    delimiter: str | None = delimiter_field()
+    quoting: Literal["csv", "none"] | None = quoting_field()
     batch_size: int = batch_size_field()
     json: bool = option(False, "print one JSON object instead of a table")
     device: str = device_field()
+    progress: bool | None = progress_field()
 
     def validate(self, in_memory: bool = False) -> EvaluateConfig:
         """``in_memory``: the labelled rows are given to ``evaluate`` instead of ``--data``."""
-        problems = common_problems(self)
+        problems = common_problems(self) + reading_problems(self)
         if (self.data is None and not in_memory) == (self.task is None):
             problems.append("give exactly one of --data FILE or --task NAME")
         if in_memory and self.data is not None:
@@ -75,12 +102,15 @@ class CompareConfig:
     task: str | None = option(None, "a named corpus's split to score every run on")
     split: str | None = option(None, "the task's split [default: its dev split]")
     data_dir: str | None = data_dir_field("folder searched first for the task's files")
+    header: bool = header_field()
+    delimiter: str | None = delimiter_field()
+    quoting: Literal["csv", "none"] | None = quoting_field()
     output: str = option("compare.html", "the page to write (PNGs go beside it)")
     json: bool = option(False, "print the comparison as JSON")
     device: str = device_field()
 
     def validate(self) -> CompareConfig:
-        problems = []
+        problems = reading_problems(self)
         if not self.runs or len(self.runs) < 2:
             problems.append("give at least two run directories")
         if self.data is not None and self.task is not None:
@@ -110,8 +140,12 @@ class ExplainConfig:
     text: str | None = option(None, "the text to explain")
     pair: str | None = option(None, "the second text, for a pair task")
     input: str | None = option(
-        None, "explain every row of this file instead (.csv/.tsv/.jsonl); --output is then a folder"
+        None,
+        "explain every row of this file instead (.csv/.tsv/.jsonl, or .txt: one text per line); --output is then a folder",
     )
+    header: bool = header_field()
+    delimiter: str | None = delimiter_field()
+    quoting: Literal["csv", "none"] | None = quoting_field()
     steps: int = option(50, "integrated-gradients steps (more: closer to exact, slower)")
     output: str | None = option(
         None,
@@ -119,9 +153,10 @@ class ExplainConfig:
     )
     json: bool = option(False, "print the tokens, words and scores as one JSON object")
     device: str = device_field()
+    progress: bool | None = progress_field()
 
     def validate(self) -> ExplainConfig:
-        problems = common_problems(self)
+        problems = common_problems(self) + reading_problems(self)
         if self.steps < 2:
             problems.append(f"--steps must be at least 2, got {self.steps}")
         if (self.text is None) == (self.input is None):
@@ -153,16 +188,19 @@ class EmbedConfig:
         None, "where the vectors go: .npy (float32, one row per text) or .parquet", required=True
     )
     text_column: str = option("text", "column of the texts in a .csv/.tsv/.jsonl input")
+    header: bool = header_field()
+    delimiter: str | None = delimiter_field()
+    quoting: Literal["csv", "none"] | None = quoting_field()
     normalize: bool | None = option(
         None, "L2-normalise the vectors [default: as the model declares]"
     )
     batch_size: int = batch_size_field(64, "texts per forward pass")
     max_length: int | None = option(None, "tokens per text [default: the model's, e.g. 256]")
     device: str = device_field()
-    progress: bool = progress_field()
+    progress: bool | None = progress_field()
 
     def validate(self) -> EmbedConfig:
-        raise_if(common_problems(self))
+        raise_if(common_problems(self) + reading_problems(self))
         return self
 
 
@@ -203,16 +241,19 @@ class SearchConfig:
     top_k: int = option(5, "hits per query")
     output: str | None = option(None, "write hits as JSONL here [default: print them]")
     text_column: str = option("text", "column of the texts in .csv/.tsv/.jsonl files")
+    header: bool = header_field()
+    delimiter: str | None = delimiter_field()
+    quoting: Literal["csv", "none"] | None = quoting_field()
     batch_size: int = batch_size_field(64, "texts per forward pass")
     max_length: int | None = option(None, "tokens per text [default: the model's]")
     cache: bool = option(
         True, "keep the corpus embeddings next to the corpus file for the next search"
     )
     device: str = device_field()
-    progress: bool = progress_field()
+    progress: bool | None = progress_field()
 
     def validate(self) -> SearchConfig:
-        problems = common_problems(self)
+        problems = common_problems(self) + reading_problems(self)
         if (self.query is None) == (self.queries is None):
             problems.append("give exactly one of --query or --queries")
         if self.top_k < 1:
@@ -229,18 +270,24 @@ class PredictConfig:
     checkpoint: str | None = checkpoint_field()
     text: str | None = option(None, "one text to classify")
     pair: str | None = option(None, "the second text, for a pair task, with --text")
-    input: str | None = option(None, "file of inputs (.csv/.tsv/.jsonl, .gz too)")
+    input: str | None = option(
+        None, "file of inputs (.csv/.tsv/.jsonl, .gz too, or .txt: one text per line)"
+    )
     output: str | None = option(
         None,
         "where batch predictions go; format by extension (.jsonl/.csv/.tsv) [default: JSONL on stdout]",
     )
     text_column: str | None = option(None, "text column of --input [default: as trained]")
     pair_column: str | None = option(None, "pair column of --input [default: as trained]")
+    header: bool = header_field()
+    delimiter: str | None = delimiter_field()
+    quoting: Literal["csv", "none"] | None = quoting_field()
     batch_size: int = batch_size_field()
     device: str = device_field()
+    progress: bool | None = progress_field()
 
     def validate(self) -> PredictConfig:
-        problems = common_problems(self)
+        problems = common_problems(self) + reading_problems(self)
         if (self.text is None) == (self.input is None):
             problems.append("give exactly one of --text or --input")
         if self.pair is not None and self.text is None:
@@ -259,7 +306,7 @@ class QuickstartConfig:
     epochs: int = option(2, "passes over the sample")
     train_limit: int | None = option(None, "use only the first N sample rows")
     overwrite: bool = option(True, "replace an earlier quickstart run")
-    progress: bool = progress_field()
+    progress: bool | None = progress_field()
 
     def validate(self) -> QuickstartConfig:
         problems = []
@@ -293,7 +340,7 @@ class DataConfig:
     cache_dir: str | None = cache_dir_field(
         "download cache [default: $BERTFIT_CACHE or ~/.cache/bertfit]"
     )
-    progress: bool = progress_field()
+    progress: bool | None = progress_field()
 
     def validate(self) -> DataConfig:
         return self

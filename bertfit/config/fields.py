@@ -7,6 +7,7 @@ positional CLI argument, ``metadata["required"]`` a required option.
 
 from __future__ import annotations
 
+import sys
 from dataclasses import field, fields
 from typing import Any
 
@@ -48,7 +49,14 @@ def download_field() -> Any:
 
 
 def progress_field() -> Any:
-    return option(True, "show a progress bar")
+    return option(None, "show progress bars on stderr [default: when stderr is a terminal]")
+
+
+def show_progress(setting: bool | None) -> bool:
+    """--progress/--no-progress, else on when someone watches (stderr is a terminal)."""
+    if setting is not None:
+        return setting
+    return bool(getattr(sys.stderr, "isatty", lambda: False)())
 
 
 def checkpoint_field() -> Any:

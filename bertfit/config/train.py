@@ -13,15 +13,18 @@ import dataclasses
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
+from bertfit.config.commands import delimiter_field, header_field, quoting_field
 from bertfit.config.fields import (
     DEFAULT_MODEL,
     PRECISIONS,
     TRUNCATIONS,
     common_problems,
     option,
+    progress_field,
     raise_if,
 )
 from bertfit.data.labels import METRICS, MULTI, PAIRS, REGRESSION, SINGLE, parse_label_names
+from bertfit.data.layout import reading_problems
 from bertfit.errors import ConfigError
 from bertfit.models.encoders import DEFAULT_NAME, Encoder
 
@@ -58,11 +61,14 @@ class TrainConfig:
         None, "the task's split used as dev [default: the task's dev split, e.g. dev_matched]"
     )
     text_column: str = option(
-        "text", "column with the (first) text; a number (0-based) for files without a header"
+        "text", "column with the (first) text, or its number (0-based; files without a header)"
     )
     pair_column: str | None = option(None, "column with the second text of a pair task")
     label_column: str = option("label", "column with the label")
     label_separator: str = option("|", "separator of several labels in one CSV/TSV field")
+    header: bool = header_field()
+    delimiter: str | None = delimiter_field()
+    quoting: Literal["csv", "none"] | None = quoting_field()
     label_names: str | None = option(
         None,
         "names for the labels, e.g. 0=negative,1=positive: predictions, reports and config.json's id2label use them [default: a task's own names]",
@@ -185,14 +191,14 @@ class TrainConfig:
         False,
         "deterministic algorithms only: two CPU runs with the same seed give identical weights",
     )
-    progress: bool = option(True, "show a progress bar")
+    progress: bool | None = progress_field()
 
     def validate(self, in_memory: tuple[str, ...] = ()) -> TrainConfig:
         """Every problem the config shows by itself, reported together.
 
         ``in_memory`` names the sources given as rows rather than files (``"train"``, ``"dev"``).
         """
-        problems = common_problems(self)
+        problems = common_problems(self) + reading_problems(self)
         problems += self._data_problems(in_memory)
         problems += self._task_problems() if self.task is not None else []
         problems += self._model_problems()

@@ -228,6 +228,9 @@ def _options(task: Task, limit: int | None, with_labels: bool, drop_labels, wher
 def _read_table(task: Task, path: Path, split: str, limit, with_labels: bool) -> Examples:
     where = (task.split_column, task.split_values[split]) if task.split_column else None
     options = _options(task, limit, with_labels, task.drop_labels, where)
+    if path.name.lower().removesuffix(".gz").endswith((".tsv", ".txt")):
+        # as GLUE reads its TSV; NSMC, MRPC's test and SICK are TSV files named .txt
+        options.update(delimiter="\t", quoting="none")
     return read_examples(path, Columns(task.text, task.pair, task.label), **options)
 
 

@@ -9,7 +9,7 @@ The same rules hold for every command:
   ``delimiter``, it is read as a table with that delimiter instead).
 - A CSV/TSV file has a header row naming its columns, and a column is named or numbered (0-based,
   by position). When only numbers are given, the first row is a header only if it looks like
-  one (``looks_like_header``); ``header=False`` (``--no-header``) reads every row as data.
+  one (``layout.looks_like_header``); ``header=False`` (``--no-header``) reads every row as data.
 - The delimiter comes from the extension unless ``delimiter`` is given; a missing column in a file
   whose header splits at another delimiter says which (``--delimiter ';'``).
 - TSV is read with quoting off, as GLUE's own loader does, so quotes inside texts stay text;
@@ -23,22 +23,29 @@ import codecs
 import csv
 import gzip
 import io
-import itertools
 import json
 import logging
 import os
-import re
 import sys
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 from bertfit.data.examples import Columns, Examples
 from bertfit.data.labels import json_type
+from bertfit.data.layout import (
+    DELIMITERS,
+    csv_dialect,
+    delimiter_of,
+    first_rows,
+    looks_like_header,
+    other_delimiter,
+    warn_if_quoted,
+)
 from bertfit.data.parquet import parquet_records, read_parquet
 from bertfit.data.records import WRONG_WIDTH, Keys, ReadOptions, Source, collect, column_keys
-from bertfit.errors import ConfigError, DataError
+from bertfit.errors import DataError
 
 FORMATS = {
     ".csv": "csv",
@@ -49,18 +56,6 @@ FORMATS = {
     ".ndjson": "jsonl",
     ".parquet": "parquet",
 }
-
-DELIMITERS = {",": "comma", "\t": "tab", ";": "semicolon", "|": "pipe"}
-QUOTINGS = ("csv", "none")
-SAMPLE_ROWS = 21  # the header and 20 rows: what the header and quoting guesses look at
-# column names common enough to mark a first row as a header on their own
-HEADER_NAMES = frozenset(
-    "text label labels sentence sentence1 sentence2 premise hypothesis question answer "
-    "review document title score id idx index".split()
-)
-NAME = re.compile(r"[A-Za-z_#][\w#. -]{0,39}")  # a column name: short, starts with a letter
-WORD = re.compile(r"[A-Za-z_][\w.-]*")  # one word, no spaces
-NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
 
 csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
 log = logging.getLogger("bertfit")
@@ -156,30 +151,71 @@ def read_text(path: str | os.PathLike) -> str:
     return text
 
 
+class Table(NamedTuple):
+    """A file opened for reading: its header, its records, and its first rows as parsed (for
+    the guesses about the header and the delimiter; empty for .txt, JSONL and Parquet)."""
+
+    header: list[str] | None
+    records: Iterator
+    first: list[list[str]]
+    delimiter: str | None = None
+
+
 def iter_records(
-    path: str | os.PathLike, has_header: bool, skip_bad_rows: bool = False
+    path: str | os.PathLike,
+    has_header: bool | None,
+    skip_bad_rows: bool = False,
+    *,
+    delimiter: str | None = None,
+    quoting: str | None = None,
 ) -> tuple[list[str] | None, Iterator]:
     """(header, records): each record is (line number, dict for JSONL or list of fields).
 
-    Parquet files give their column names as the header and (row number, dict) records, rows
-    numbered from 1; ``has_header`` does not apply to them.
+    ``has_header`` None: the first CSV/TSV row is a header if it looks like one. A .txt file
+    gives ``[line]`` records, one per non-blank line, unless a ``delimiter`` is given. Parquet
+    files give their column names as the header and (row number, dict) records, rows numbered
+    from 1; ``has_header`` does not apply to them, nor to JSONL.
     With ``skip_bad_rows`` a row of the wrong width comes back as the string ``WRONG_WIDTH``.
     """
+    table = open_table(path, has_header, skip_bad_rows, delimiter_of(delimiter), quoting)
+    return table.header, table.records
+
+
+def open_table(
+    path, has_header: bool | None, skip_bad_rows: bool, delimiter: str | None, quoting: str | None
+) -> Table:
+    """``iter_records`` with the first rows as well; ``delimiter`` is one character or None."""
     fmt = data_file_format(path)
     if fmt == "parquet":
-        return parquet_records(path)
+        return Table(*parquet_records(path), [])
     text = read_text(path)
     if fmt == "jsonl":
-        return None, _jsonl_records(path, text)
-    if fmt == "tsv":
-        reader = csv.reader(io.StringIO(text, newline=""), delimiter="\t", quoting=csv.QUOTE_NONE)
-    else:
-        reader = csv.reader(io.StringIO(text, newline=""))
+        return Table(None, _jsonl_records(path, text), [])
+    if fmt == "txt" and delimiter is None:
+        return Table(None, _line_records(text), [])
+    layout = csv_dialect(fmt, delimiter, quoting)
+    first = first_rows(text, layout)
+    if quoting is None and layout["quoting"] == csv.QUOTE_NONE:
+        warn_if_quoted(path, text, first, layout["delimiter"])
+    if has_header is None:
+        has_header = looks_like_header(first)
+        if has_header:
+            log.info(
+                f"{path}:1: the first row ({', '.join(map(repr, first[0]))}) looks like column "
+                "names and is read as the header; pass --no-header to read it as data"
+            )
+    reader = csv.reader(io.StringIO(text, newline=""), **layout)
     header = None
     if has_header:
-        header = next(reader)
-        header = [h.strip() for h in header]
-    return header, _csv_records(path, reader, header, skip_bad_rows)
+        header = [h.strip() for h in next(reader)]
+    records = _csv_records(path, reader, header, skip_bad_rows)
+    return Table(header, records, first, layout["delimiter"])
+
+
+def _line_records(text: str) -> Iterator:
+    for number, line in enumerate(split_lines(text), 1):
+        if line.strip():
+            yield number, [line.strip()]
 
 
 def _jsonl_records(path, text: str) -> Iterator:
@@ -245,26 +281,104 @@ def read_examples(
     label_separator: str = "|",
     drop_labels: tuple[str, ...] = (),
     where: tuple[str, str] | None = None,
+    header: bool = True,
+    delimiter: str | None = None,
+    quoting: str | None = None,
 ) -> Examples:
     """Read texts, optional pair texts and (if ``with_labels``) labels from a data file.
 
-    CSV, TSV, JSON Lines (each optionally gzipped) and Parquet (which needs pyarrow). Rows with
-    an empty text or a missing label stop the read with a list of their line numbers, unless
-    ``skip_bad_rows``. ``label_kind`` is ``single`` (a string), ``multi`` (a JSON list or a
+    CSV, TSV, JSON Lines (each optionally gzipped), Parquet (which needs pyarrow) and .txt (one
+    text per line, so neither labels nor pairs). Rows with an empty text or a missing label stop
+    the read with a list of their line numbers, unless ``skip_bad_rows``. ``label_kind`` is ``single`` (a string), ``multi`` (a JSON list or a
     ``label_separator``-separated string) or ``score`` (a float, for regression). Rows whose label
     is in ``drop_labels`` (SNLI's ``-``) are left out and counted; ``where=(column, value)`` keeps
-    only the rows with that value (SICK's SemEval_set).
-    Example: ``read_examples("train.tsv", Columns("sentence", None, "label"))``.
+    only the rows with that value (SICK's SemEval_set). ``header``, ``delimiter`` (one character,
+    default by extension) and ``quoting`` (``csv`` or ``none``) say how a CSV/TSV file is laid
+    out (see the module's docstring).
+    Example: ``read_examples("train.tsv", Columns("sentence", None, "label"))``,
+    ``read_examples("scores.csv", Columns("0", None, "1"), delimiter=";", header=False)``.
     """
     options = ReadOptions(
-        with_labels, limit, skip_bad_rows, label_kind, label_separator, tuple(drop_labels), where
+        with_labels=with_labels,
+        limit=limit,
+        skip_bad_rows=skip_bad_rows,
+        label_kind=label_kind,
+        label_separator=label_separator,
+        drop_labels=tuple(drop_labels),
+        where=where,
+        header=header,
+        delimiter=delimiter_of(delimiter),
+        quoting=quoting,
     )
     fmt = data_file_format(path)
     if fmt == "parquet":
         return read_parquet(path, columns, options)
-    header, records = iter_records(
-        path, has_header=not columns.numeric() and fmt != "jsonl", skip_bad_rows=skip_bad_rows
-    )
     source = Source(str(path))
-    keys = column_keys(source, header, columns, options)
-    return collect(source, records, keys, options, header_line=header is not None)
+    if fmt == "txt" and options.delimiter is None:
+        return _read_lines(source, columns, options)
+    table = open_table(
+        path, _has_header(source, fmt, columns, options), skip_bad_rows, options.delimiter, quoting
+    )
+    if table.delimiter is not None:
+        _check_delimiter(source, table, columns, options)
+    keys = column_keys(source, table.header, columns, options)
+    return collect(source, table.records, keys, options, header_line=table.header is not None)
+
+
+def _read_lines(source: Source, columns: Columns, options: ReadOptions) -> Examples:
+    """A .txt file: one text per non-blank line, whatever the text column is called."""
+    if options.with_labels or columns.pair is not None:
+        what = "labels" if options.with_labels else "second text for --pair-column"
+        raise DataError(
+            f"{source.name}: a .txt file holds one text per line and no {what}; give this data "
+            "as .tsv, .csv or .jsonl (or pass --delimiter to read the file's columns)"
+        )
+    _, records = iter_records(source.name, False)
+    return collect(source, records, Keys(0), options)
+
+
+def _has_header(source: Source, fmt: str, columns: Columns, options: ReadOptions) -> bool | None:
+    """False for JSON Lines and ``header=False``; None (the first row decides) when only column
+    numbers are given; else True. Names without a header are an error."""
+    if fmt == "jsonl":
+        return False
+    numbers = columns.numeric(options.with_labels)
+    if options.header:
+        return None if numbers else True
+    if not numbers:
+        named = ", ".join(
+            f"{flag} {column!r}"
+            for flag, column in columns.flags(options.with_labels)
+            if not column.isdigit()
+        )
+        raise DataError(
+            f"{source.name}: --no-header reads every row as data, so columns are given by "
+            f"number (0-based); got {named}"
+        )
+    return False
+
+
+def _check_delimiter(source: Source, table: Table, columns: Columns, options: ReadOptions) -> None:
+    """A wanted column missing from a file whose first row would split into more fields at
+    another delimiter: say which delimiter, and the option that reads it."""
+    row = table.header if table.header is not None else (table.first or [[]])[0]
+    width = len(row)
+    missing = [
+        (flag, column)
+        for flag, column in columns.flags(options.with_labels)
+        if not (column.isdigit() and int(column) < width)
+        and (table.header is None or column not in table.header)
+    ]
+    guess = other_delimiter(row, table.delimiter)
+    if not missing or guess is None:
+        return
+    flag, column = missing[0]
+    what = "the header" if table.header is not None else "the first row"
+    fix = "\\t" if guess == "\t" else guess
+    line = table.delimiter.join(row)
+    shown = line if len(line) <= 60 else line[:57] + "..."
+    raise DataError(
+        f"{source.name}:1: no column {column!r} for {flag}; {what} {shown!r} looks "
+        f"{DELIMITERS[guess]}-separated, not {DELIMITERS.get(table.delimiter, repr(table.delimiter))}"
+        f"-separated; pass --delimiter '{fix}'"
+    )

@@ -60,7 +60,7 @@ def _mrpc_train_dev(folder: Path) -> None:
 
     _, id_rows = iter_records(folder / "mrpc_dev_ids.tsv", False)
     dev_ids = {tuple(row[:2]) for _, row in id_rows}
-    header, rows = iter_records(folder / "msr_paraphrase_train.txt", True)
+    header, rows = iter_records(folder / "msr_paraphrase_train.txt", True, delimiter="\t")
     kept: dict[str, list[str]] = {"train": [], "dev": []}
     for _, row in rows:
         kept["dev" if (row[1], row[2]) in dev_ids else "train"].append("\t".join(row) + "\n")

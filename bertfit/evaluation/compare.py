@@ -44,6 +44,9 @@ def paired_tests(config: CompareConfig, runs: list[Path], metric: str) -> list[d
         task=config.task,
         split=config.split,
         data_dir=config.data_dir,
+        header=config.header,
+        delimiter=config.delimiter,
+        quoting=config.quoting,
     )
     examples = evaluation_examples(evaluate, first)
     targets = label_targets(examples.labels, first.labels, PROBLEMS[first.problem].label_kind)

@@ -3,6 +3,7 @@ metrics with intervals, bi-encoders by the cosine of the two texts against the g
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -10,6 +11,7 @@ import numpy as np
 from bertfit.config.commands import (
     EvaluateConfig,
 )
+from bertfit.config.fields import show_progress
 from bertfit.data.examples import Columns, Examples
 from bertfit.data.labels import (
     MULTI,
@@ -19,12 +21,14 @@ from bertfit.data.labels import (
     label_targets,
     rename_labels,
 )
+from bertfit.data.layout import file_options
 from bertfit.data.memory import read_source
 from bertfit.errors import ConfigError
 from bertfit.evaluation.metrics import bootstrap_intervals, with_intervals
-from bertfit.rundir import is_embedding_run, trained_columns
+from bertfit.rundir import CHECKPOINT_PREFIX, is_embedding_run, trained_columns
 from bertfit.runtime import pick_precision
 from bertfit.serve.run import Run, compute_logits, load
+from bertfit.training.checkpoint import find_checkpoint
 
 
 def evaluate(config: EvaluateConfig, run: Run | None = None, data: Any = None) -> dict:
@@ -35,7 +39,8 @@ def evaluate(config: EvaluateConfig, run: Run | None = None, data: Any = None) -
     the two texts' embeddings against the gold score: Spearman and Pearson.
     """
     config.validate(in_memory=data is not None)
-    if run is None and (config.objective == "cosine" or is_embedding_run(config.run_dir)):
+    bi_encoder = is_embedding_run(config.run_dir) or _is_bi_encoder_checkpoint(config.run_dir)
+    if run is None and (config.objective == "cosine" or bi_encoder):
         return evaluate_similarity(config, data)
     run = run or load(config.run_dir, config.device, config.checkpoint)
     examples = evaluation_examples(config, run, data)
@@ -48,6 +53,7 @@ def evaluate(config: EvaluateConfig, run: Run | None = None, data: Any = None) -
         config.batch_size,
         run.device,
         pick_precision("auto", run.device),
+        f"scoring {len(examples):,} examples" if show_progress(config.progress) else None,
     )
     return with_intervals(
         run.problem,
@@ -58,12 +64,20 @@ def evaluate(config: EvaluateConfig, run: Run | None = None, data: Any = None) -
     )
 
 
+def _is_bi_encoder_checkpoint(path: str) -> bool:
+    folder = Path(path)
+    return folder.name.startswith(CHECKPOINT_PREFIX) and is_embedding_run(folder.parent)
+
+
 def evaluate_similarity(config: EvaluateConfig, data: Any = None) -> dict:
     """Spearman/Pearson of embedding cosines against gold scores, for any encoder or bi-encoder."""
     from bertfit.evaluation.metrics import pearson, spearman
     from bertfit.serve.embed import load_embedder
 
-    embedder = load_embedder(config.run_dir, config.device)
+    model = config.run_dir
+    if config.checkpoint is not None:  # a checkpoint folder is a sentence-transformers model
+        model = str(find_checkpoint(config.run_dir, config.checkpoint).path)
+    embedder = load_embedder(model, config.device)
     if config.task is not None:
         from bertfit.data.corpus import locate, read_split
         from bertfit.data.tasks import get_task
@@ -85,7 +99,11 @@ def evaluate_similarity(config: EvaluateConfig, data: Any = None) -> dict:
             config.text_column or "text", config.pair_column, config.label_column or "label"
         )
         examples = read_source(
-            config.data if data is None else data, columns, name="data", label_kind="score"
+            config.data if data is None else data,
+            columns,
+            name="data",
+            label_kind="score",
+            **file_options(config),
         )
     cosines = embedder.similarity(examples.texts, examples.pairs, config.batch_size)
     gold = np.asarray(examples.labels, dtype=float)
@@ -115,6 +133,7 @@ def _labelled_examples(config: EvaluateConfig, run: Run, data: Any) -> Examples:
             name="data",
             label_kind=PROBLEMS[run.problem].label_kind,
             label_separator=run.meta.label_separator,
+            **file_options(config),
         )
     from bertfit.data.corpus import locate, read_split
     from bertfit.data.tasks import get_task

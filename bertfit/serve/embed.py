@@ -190,20 +190,14 @@ def top_k(
     return best_scores, best_index
 
 
-def read_sentences(path: str | os.PathLike, column: str = "text") -> list[str]:
-    """Texts from a .txt file (one per non-blank line) or a .csv/.tsv/.jsonl column."""
+def read_sentences(path: str | os.PathLike, column: str = "text", **options) -> list[str]:
+    """Texts from a .txt file (one per non-blank line) or a .csv/.tsv/.jsonl/.parquet column,
+    read as every command reads them; ``options`` are ``read_examples``'s (header, delimiter,
+    quoting)."""
     from bertfit.data.examples import Columns
-    from bertfit.data.readers import read_examples, read_text, split_lines
-    from bertfit.errors import DataError
+    from bertfit.data.readers import read_examples
 
-    name = str(path).lower().removesuffix(".gz")
-    if name.endswith(".txt"):
-        lines = [line.strip() for line in split_lines(read_text(path))]
-        texts = [line for line in lines if line]
-        if not texts:
-            raise DataError(f"{path}: no texts (only blank lines)")
-        return texts
-    return read_examples(path, Columns(column), with_labels=False).texts
+    return read_examples(path, Columns(column), with_labels=False, **options).texts
 
 
 def save_vectors(path: str | os.PathLike, vectors: np.ndarray) -> None:

@@ -12,12 +12,14 @@ Word pieces are merged back into words (scores summed for IG, maxed for attentio
 from __future__ import annotations
 
 import contextlib
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
 from bertfit.data.packing import Packed
 from bertfit.errors import ModelError
@@ -173,12 +175,20 @@ def _integrated_gradients(run: Explainable, model, inputs, target: int, steps: i
     return per_token, delta, gap
 
 
-def explain_file(run, path: str, steps: int = 50) -> Iterator[tuple[dict, str]]:
-    """(explanation, text) for every row of a .csv/.tsv/.jsonl/.parquet file, in the run's columns."""
+def explain_file(
+    run, path: str, steps: int = 50, progress: bool = False, **options
+) -> Iterator[tuple[dict, str]]:
+    """(explanation, text) for every row of a .csv/.tsv/.jsonl/.parquet/.txt file, in the run's
+    columns; ``options`` are ``read_examples``'s layout options (header, delimiter, quoting)."""
     from bertfit.data.readers import read_examples
     from bertfit.rundir import trained_columns
 
-    examples = read_examples(path, trained_columns(run.meta, None, None, None), with_labels=False)
-    for i, text in enumerate(examples.texts):
+    columns = trained_columns(run.meta, None, None, None)
+    examples = read_examples(path, columns, with_labels=False, **options)
+    rows = tqdm(
+        range(len(examples)), desc=f"explaining {len(examples):,} rows", unit="row",
+        disable=not progress, file=sys.stderr, leave=False,
+    )  # fmt: skip
+    for i in rows:
         pair = None if examples.pairs is None else examples.pairs[i]
-        yield run.explain(text, pair, steps), text
+        yield run.explain(examples.texts[i], pair, steps), examples.texts[i]

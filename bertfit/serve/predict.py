@@ -10,6 +10,8 @@ import json
 from bertfit.config.commands import (
     PredictConfig,
 )
+from bertfit.config.fields import show_progress
+from bertfit.data.layout import file_options
 from bertfit.data.parquet import write_parquet
 from bertfit.data.readers import file_format, read_examples
 from bertfit.errors import ConfigError
@@ -33,8 +35,9 @@ def predict(config: PredictConfig, run: Run | None = None) -> list[dict]:
             [config.text], None if config.pair is None else [config.pair], config.batch_size
         )
     columns = trained_columns(run.meta, config.text_column, config.pair_column, None)
-    examples = read_examples(config.input, columns, with_labels=False)
-    logits = run.logits(examples.texts, examples.pairs, config.batch_size)
+    examples = read_examples(config.input, columns, with_labels=False, **file_options(config))
+    bar = f"predicting {len(examples):,} rows" if show_progress(config.progress) else None
+    logits = run.logits(examples.texts, examples.pairs, config.batch_size, bar)
     records = run.records(logits)
     if config.output:
         write_predictions(config.output, records, run.labels, run.meta.label_separator)
@@ -59,7 +62,8 @@ def write_predictions(
         text = "".join(json.dumps(record, ensure_ascii=False) + "\n" for record in records)
     else:
         buffer = io.StringIO()
-        writer = csv.writer(buffer, delimiter="\t" if fmt == "tsv" else ",", lineterminator="\n")
+        delimiter = "\t" if fmt in ("tsv", "txt") else ","  # a .txt output stays TSV
+        writer = csv.writer(buffer, delimiter=delimiter, lineterminator="\n")
         header, rows = prediction_table(records, labels, separator)
         writer.writerow(header)
         writer.writerows(rows)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
 from bertfit.data.labels import MULTI, REGRESSION
 from bertfit.data.memory import is_text_list, read_source, require_texts
@@ -36,12 +38,20 @@ def compute_logits(
     batch_size: int = 64,
     device: torch.device | None = None,
     dtype: torch.dtype | None = None,
+    progress: str | None = None,
 ) -> np.ndarray:
-    """Logits for every packed example, in input order; batches are formed by length for speed."""
+    """Logits for every packed example, in input order; batches are formed by length for speed.
+
+    ``progress`` is the description of a progress bar on stderr ("scoring"); None shows none.
+    """
     device = device or next(model.parameters()).device
     was_training = model.training
     model.eval()
     out = None
+    bar = tqdm(
+        total=len(packed), desc=progress, unit="ex", disable=progress is None, file=sys.stderr,
+        leave=False, mininterval=0.5,
+    )  # fmt: skip
     for indices, batch in iterate_batches(
         sorted_batches(packed.lengths, batch_size), packed, pad_id
     ):
@@ -51,6 +61,8 @@ def compute_logits(
         if out is None:
             out = np.empty((len(packed), logits.shape[1]), dtype=np.float32)
         out[indices] = logits
+        bar.update(len(indices))
+    bar.close()
     model.train(was_training)
     return out if out is not None else np.empty((0, 0), dtype=np.float32)
 
@@ -91,9 +103,13 @@ class Run:
         return pack_texts(self.tokenizer, texts, pairs, self.meta.max_length, self.meta.truncation)
 
     def logits(
-        self, texts: list[str], pairs: list[str] | None = None, batch_size: int = 64
+        self,
+        texts: list[str],
+        pairs: list[str] | None = None,
+        batch_size: int = 64,
+        progress: str | None = None,
     ) -> np.ndarray:
-        """Raw output scores, one row per input."""
+        """Raw output scores, one row per input (``progress``: a progress bar's description)."""
         dtype = pick_precision("auto", self.device)
         return compute_logits(
             self.model,
@@ -102,6 +118,7 @@ class Run:
             batch_size,
             self.device,
             dtype,
+            progress,
         )
 
     def predict(

@@ -13,6 +13,8 @@ from bertfit.config.commands import (
     SearchConfig,
     SimilarityConfig,
 )
+from bertfit.config.fields import show_progress
+from bertfit.data.layout import file_options
 from bertfit.errors import ConfigError
 from bertfit.files import atomic_open
 
@@ -35,9 +37,11 @@ def embed(config: EmbedConfig) -> np.ndarray:
     config.validate()
     if not str(config.output).lower().endswith((".npy", ".parquet")):
         raise ConfigError(f"--output {config.output}: use .npy or .parquet")
-    texts = read_sentences(config.input, config.text_column)
+    texts = read_sentences(config.input, config.text_column, **file_options(config))
     embedder = _embedder(config.model, config.device, config.max_length)
-    vectors = embedder.encode(texts, config.batch_size, config.normalize, config.progress)
+    vectors = embedder.encode(
+        texts, config.batch_size, config.normalize, show_progress(config.progress)
+    )
     save_vectors(config.output, vectors)
     return vectors
 
@@ -54,15 +58,20 @@ def search(config: SearchConfig) -> list[dict]:
     from bertfit.serve.embed import cached_corpus_vectors, read_sentences, top_k
 
     config.validate()
-    corpus = read_sentences(config.corpus, config.text_column)
+    corpus = read_sentences(config.corpus, config.text_column, **file_options(config))
     queries = (
         [config.query]
         if config.query is not None
-        else read_sentences(config.queries, config.text_column)
+        else read_sentences(config.queries, config.text_column, **file_options(config))
     )
     embedder = _embedder(config.model, config.device, config.max_length)
     vectors = cached_corpus_vectors(
-        embedder, Path(config.corpus), corpus, config.batch_size, config.progress, config.cache
+        embedder,
+        Path(config.corpus),
+        corpus,
+        config.batch_size,
+        show_progress(config.progress),
+        config.cache,
     )
     scores, indices = top_k(
         embedder.encode(queries, config.batch_size, normalize=True), vectors, config.top_k

@@ -71,6 +71,9 @@ def finish_classifier(
             metrics["probabilities"] = softmax(logits)
         return metrics
 
+    log.info(
+        f"scoring the best model (step {summary['best_step']}) on {len(data.dev):,} dev examples"
+    )
     best_dev = score(dev)
     summary["dev_ci"] = best_dev.pop("ci")
     if problem == SINGLE:
@@ -87,6 +90,7 @@ def finish_classifier(
             f"{summary['test'][config.metric]:.4f}"
         )
     write_outputs(output, summary)
+    log.info(f"writing {REPORT}")
     build_report(output)
     log.info(
         f"done: best dev {config.metric} {summary['dev'][config.metric]:.4f} "

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from bertfit.config.fields import show_progress
 from bertfit.config.train import TrainConfig
 from bertfit.data.packing import length_grouped_batches
 from bertfit.errors import TrainingError
@@ -118,7 +119,9 @@ def fit(
     for epoch in range(state.epoch, config.epochs + 1):
         if state.batch == 0:
             order = epoch_order(trainee, config, epoch)
-        bar = epoch_bar(epoch, config.epochs, len(trainee.lengths), state.seen, config.progress)
+        bar = epoch_bar(
+            epoch, config.epochs, len(trainee.lengths), state.seen, show_progress(config.progress)
+        )
         loop.clock = Clock(state.epoch_seconds)
         for i in range(state.batch, len(order)):
             loss, correct = trainee.batch_loss(order[i])  # forward and loss

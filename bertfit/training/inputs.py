@@ -7,6 +7,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
+from bertfit.config.fields import show_progress
 from bertfit.config.train import TrainConfig
 from bertfit.data.checks import check_dev_split, check_label_kind
 from bertfit.data.examples import Columns, Examples
@@ -21,6 +22,7 @@ from bertfit.data.labels import (
     parse_label_names,
     rename_labels,
 )
+from bertfit.data.layout import file_options
 from bertfit.data.memory import read_source
 from bertfit.data.splits import stratified_split, stratify_keys
 from bertfit.errors import ConfigError
@@ -84,6 +86,7 @@ def read_training_data(
             skip_bad_rows=config.skip_bad_rows,
             label_kind=PROBLEMS[problem].label_kind,
             label_separator=config.label_separator,
+            **file_options(config),
         )
         train_examples = read(config.train if train is None else train, "train", config.train_limit)
         dev_source = config.dev if dev is None else dev
@@ -178,7 +181,9 @@ def _read_task(config: TrainConfig, problem: str) -> TrainingData:
             f"--objective {config.objective} needs {wanted}; task {task.name} has "
             + ("scores" if task.problem == REGRESSION else "class labels")
         )
-    root = locate(task, config.data_dir, config.cache_dir, config.download, config.progress)
+    root = locate(
+        task, config.data_dir, config.cache_dir, config.download, show_progress(config.progress)
+    )
     read = lambda split, limit=None: read_split(task, root, split, limit=limit, seed=config.seed)  # noqa: E731
     train_examples = read(config.train_split, config.train_limit)
     eval_split = config.eval_split or task.dev_split
