@@ -270,14 +270,17 @@ def test_predict_parquet_to_parquet_and_gzipped_csv(parquet_run, tmp_path, capsy
     target = tmp_path / "preds.parquet"
     assert main(["predict", run, "--input", inputs, "--output", str(target)]) == 0
     table = pq.read_table(target)
-    assert table.column_names == ["label", "p_neg", "p_pos"] and table.num_rows == 16
+    # the input's columns come first (its gold label as input_label: issue 13 item 4)
+    assert table.column_names == ["text", "input_label", "label", "p_neg", "p_pos"]
+    assert table.num_rows == 16
     assert table.column("label").to_pylist() == [r["label"] for r in expected]
     assert table.column("p_pos").to_pylist() == pytest.approx(
         [r["probabilities"]["pos"] for r in expected]
     )
 
     target = tmp_path / "preds.csv.gz"
-    assert main(["predict", run, "--input", inputs, "--output", str(target)]) == 0
+    argv = ["predict", run, "--input", inputs, "--output", str(target), "--keep-columns", "none"]
+    assert main(argv) == 0
     raw = target.read_bytes()
     assert raw[:2] == b"\x1f\x8b"  # gzip's magic number
     rows = list(csv.reader(io.StringIO(gzip.decompress(raw).decode("utf-8"))))

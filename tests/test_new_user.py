@@ -212,3 +212,34 @@ def test_the_end_of_a_run_says_what_was_written_and_what_next(tiny_bert, tmp_pat
     assert main(train_argv(train, tiny_bert, out)) == 0
     assert f"wrote {out}" in caplog.text and "report.html" in caplog.text
     assert f"next: bertfit predict {out} --text" in caplog.text
+
+
+# ---- 4: batch predictions carry the input's columns ----------------------------------------------
+
+
+def test_predictions_carry_the_input_columns(named_run, tmp_path):
+    rows = [
+        {"id": f"r{i}", "text": t, "label": 1} for i, t in enumerate(["a great film", "the plot"])
+    ]
+    inputs = write_rows(tmp_path / "in.jsonl", rows)
+    run = str(named_run["dir"])
+    for ext in ("csv", "jsonl"):
+        out = tmp_path / f"p.{ext}"
+        assert main(["predict", run, "--input", str(inputs), "--output", str(out)]) == 0
+        if ext == "csv":
+            header, *lines = out.read_text().splitlines()
+            assert header == "id,text,input_label,label,p_negative,p_positive"
+            assert [line.split(",")[0] for line in lines] == ["r0", "r1"]
+        else:
+            records = [json.loads(line) for line in out.read_text().splitlines()]
+            assert [r["id"] for r in records] == ["r0", "r1"] and records[0]["input_label"] == 1
+    out = tmp_path / "only.csv"
+    argv = ["predict", run, "--input", str(inputs), "--output", str(out), "--keep-columns", "id"]
+    assert main(argv) == 0
+    assert out.read_text().splitlines()[0] == "id,label,p_negative,p_positive"
+
+
+def test_keep_columns_names_a_missing_column(named_run, tmp_path, capsys):
+    inputs = write_rows(tmp_path / "in.csv", [{"text": "a great film"}])
+    argv = ["predict", str(named_run["dir"]), "--input", str(inputs), "--keep-columns", "id"]
+    refused(capsys, argv, "no column 'id' for --keep-columns; the file has columns: 'text'")

@@ -282,6 +282,10 @@ class PredictConfig:
     header: bool = header_field()
     delimiter: str | None = delimiter_field()
     quoting: Literal["csv", "none"] | None = quoting_field()
+    keep_columns: str = option(
+        "all",
+        "input columns copied into each prediction, before it: all, none, or a comma-separated list (e.g. id)",
+    )
     batch_size: int = batch_size_field()
     device: str = device_field()
     progress: bool | None = progress_field()

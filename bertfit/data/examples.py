@@ -16,6 +16,7 @@ class Examples:
     lines: list[int] = field(default_factory=list)
     label_is_int: bool = False
     dropped: dict[str, int] = field(default_factory=dict)  # reason -> rows left out
+    fields: list[dict] | None = None  # every column of each row, when asked (keep_fields)
 
     @property
     def rows_read(self) -> int:
@@ -35,6 +36,7 @@ class Examples:
             pick(self.lines),
             self.label_is_int,
             dict(self.dropped),
+            pick(self.fields),
         )
 
     def describe(self) -> str:

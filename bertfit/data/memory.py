@@ -41,7 +41,8 @@ def read_rows(rows, columns: Columns, *, name: str = "train", **options: Any) ->
     kind, header, records_for = _adapter(rows, name)
     source = Source(f"<{name} {kind}>", unit="row", holder=HOLDERS[kind])
     keys = column_keys(source, header, columns, options, keyed=True)
-    return collect(source, records_for(keys.names()), keys, options)
+    wanted = list(header or keys.names()) if options.keep_fields else keys.names()
+    return collect(source, records_for(wanted), keys, options)
 
 
 def read_source(source, columns: Columns, *, name: str = "train", **options: Any) -> Examples:

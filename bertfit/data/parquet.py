@@ -77,7 +77,8 @@ def read_parquet(
     source = Source(name, unit="row")
     header = list(open_parquet(shards[0]).schema_arrow.names)
     keys = column_keys(source, header, columns, options, keyed=True)
-    return collect(source, _shard_records(shards, header, keys.names()), keys, options)
+    wanted = header if options.keep_fields else keys.names()
+    return collect(source, _shard_records(shards, header, wanted), keys, options)
 
 
 def _shard_records(shards: list[Path], header: list[str], wanted: list[str]) -> Iterator:

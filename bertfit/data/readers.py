@@ -30,7 +30,7 @@ import sys
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from bertfit.data.examples import Columns, Examples
 from bertfit.data.labels import json_type
@@ -270,21 +270,7 @@ def _csv_records(path, reader, header: list[str] | None, skip_bad_rows: bool = F
         raise DataError(f"{path}:{reader.line_num}: malformed row ({err})") from None
 
 
-def read_examples(
-    path: str | os.PathLike,
-    columns: Columns,
-    *,
-    with_labels: bool = True,
-    limit: int | None = None,
-    skip_bad_rows: bool = False,
-    label_kind: str = "single",
-    label_separator: str = "|",
-    drop_labels: tuple[str, ...] = (),
-    where: tuple[str, str] | None = None,
-    header: bool = True,
-    delimiter: str | None = None,
-    quoting: str | None = None,
-) -> Examples:
+def read_examples(path: str | os.PathLike, columns: Columns, **options: Any) -> Examples:
     """Read texts, optional pair texts and (if ``with_labels``) labels from a data file.
 
     CSV, TSV, JSON Lines (each optionally gzipped), Parquet (which needs pyarrow) and .txt (one
@@ -294,22 +280,12 @@ def read_examples(
     is in ``drop_labels`` (SNLI's ``-``) are left out and counted; ``where=(column, value)`` keeps
     only the rows with that value (SICK's SemEval_set). ``header``, ``delimiter`` (one character,
     default by extension) and ``quoting`` (``csv`` or ``none``) say how a CSV/TSV file is laid
-    out (see the module's docstring).
+    out (see the module's docstring); ``keep_fields`` also keeps every column of each row in
+    ``Examples.fields``. The keyword arguments are the fields of ``ReadOptions``.
     Example: ``read_examples("train.tsv", Columns("sentence", None, "label"))``,
     ``read_examples("scores.csv", Columns("0", None, "1"), delimiter=";", header=False)``.
     """
-    options = ReadOptions(
-        with_labels=with_labels,
-        limit=limit,
-        skip_bad_rows=skip_bad_rows,
-        label_kind=label_kind,
-        label_separator=label_separator,
-        drop_labels=tuple(drop_labels),
-        where=where,
-        header=header,
-        delimiter=delimiter_of(delimiter),
-        quoting=quoting,
-    )
+    options = ReadOptions(**options)
     fmt = data_file_format(path)
     if fmt == "parquet":
         return read_parquet(path, columns, options)
@@ -317,12 +293,19 @@ def read_examples(
     if fmt == "txt" and options.delimiter is None:
         return _read_lines(source, columns, options)
     table = open_table(
-        path, _has_header(source, fmt, columns, options), skip_bad_rows, options.delimiter, quoting
+        path,
+        _has_header(source, fmt, columns, options),
+        options.skip_bad_rows,
+        options.delimiter,
+        options.quoting,
     )
     if table.delimiter is not None:
         _check_delimiter(source, table, columns, options)
     keys = column_keys(source, table.header, columns, options)
-    return collect(source, table.records, keys, options, header_line=table.header is not None)
+    return collect(
+        source, table.records, keys, options, header_line=table.header is not None,
+        header=table.header,
+    )  # fmt: skip
 
 
 def _read_lines(source: Source, columns: Columns, options: ReadOptions) -> Examples:

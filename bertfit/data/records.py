@@ -53,6 +53,7 @@ class ReadOptions:
     header: bool = True  # False: every row is data, columns are given by number
     delimiter: str | None = None  # one character [default: by extension]
     quoting: str | None = None  # "csv" or "none" [default: csv, none for tab-separated files]
+    keep_fields: bool = False  # also keep every column of each row (predictions carry them)
 
 
 @dataclass(frozen=True)
@@ -161,6 +162,7 @@ class _Kept:
     pairs: list[str | None] = field(default_factory=list)
     labels: list = field(default_factory=list)
     numbers: list[int] = field(default_factory=list)
+    fields: list[dict] = field(default_factory=list)
     dropped: dict[str, int] = field(default_factory=dict)
     bad: list[int] = field(default_factory=list)  # rows with an empty text or a missing label
     seen: int = 0
@@ -178,11 +180,13 @@ def collect(
     options: ReadOptions,
     *,
     header_line: bool = False,
+    header: list[str] | None = None,
 ) -> Examples:
     """Check every ``(number, record)`` and gather the usable ones as ``Examples``.
 
     ``header_line`` says the source had a header line of its own (CSV/TSV), for the message about
-    a file that holds nothing else.
+    a file that holds nothing else; ``header`` names the fields of list records for
+    ``options.keep_fields`` (numbered "0", "1", ... without one).
     """
     kept = _Kept()
     label_types: dict[str, tuple[int, object]] = {}  # "number"/"name" -> first (row, value)
@@ -198,6 +202,8 @@ def collect(
             kept.pairs.append(row[1])
             kept.labels.append(row[2])
             kept.numbers.append(number)
+            if options.keep_fields:
+                kept.fields.append(_as_fields(record, header))
     _check_bad_rows(source, kept, options)
     _check_usable(source, kept, header_line)
     with_labels = keys.label is not None
@@ -209,7 +215,16 @@ def collect(
         kept.numbers,
         with_labels and options.label_kind == "single" and all(map(is_int_text, kept.labels)),
         kept.dropped,
+        kept.fields if options.keep_fields else None,
     )
+
+
+def _as_fields(record, header: list[str] | None) -> dict:
+    """Every column of a record as a dict (list records by ``header``, else by number)."""
+    if isinstance(record, dict):
+        return dict(record)
+    names = header or [str(i) for i in range(len(record))]
+    return dict(zip(names, record))
 
 
 def _check_record(

@@ -1,4 +1,5 @@
-"""Predictions for a file or a text, and writing them as JSONL, CSV or TSV."""
+"""Predictions for a file or a text, with the input's columns carried along, written as JSONL,
+CSV, TSV or Parquet."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from bertfit.config.fields import show_progress
 from bertfit.data.layout import file_options
 from bertfit.data.parquet import write_parquet
 from bertfit.data.readers import file_format, read_examples
-from bertfit.errors import ConfigError
+from bertfit.errors import ConfigError, DataError
 from bertfit.files import atomic_open
 from bertfit.rundir import trained_columns
 from bertfit.serve.run import Run, load
@@ -35,13 +36,41 @@ def predict(config: PredictConfig, run: Run | None = None) -> list[dict]:
             [config.text], None if config.pair is None else [config.pair], config.batch_size
         )
     columns = trained_columns(run.meta, config.text_column, config.pair_column, None)
-    examples = read_examples(config.input, columns, with_labels=False, **file_options(config))
+    keep = config.keep_columns.strip()
+    examples = read_examples(
+        config.input, columns, with_labels=False, keep_fields=keep != "none", **file_options(config)
+    )
     bar = f"predicting {len(examples):,} rows" if show_progress(config.progress) else None
     logits = run.logits(examples.texts, examples.pairs, config.batch_size, bar)
     records = run.records(logits)
+    if examples.fields is not None:
+        records = with_input_columns(records, examples.fields, keep, config.input)
     if config.output:
         write_predictions(config.output, records, run.labels, run.meta.label_separator)
     return records
+
+
+PREDICTION_KEYS = ("label", "labels", "score", "probabilities")
+
+
+def with_input_columns(records: list[dict], fields: list[dict], keep: str, path) -> list[dict]:
+    """Each prediction after its input row's columns (``keep``: all, or a comma-separated
+    list); an input column named like a prediction field is kept as ``input_<name>``."""
+    names = list(fields[0]) if fields else []
+    if keep != "all":
+        wanted = [name.strip() for name in keep.split(",") if name.strip()]
+        missing = [name for name in wanted if name not in names]
+        if missing:
+            raise DataError(
+                f"{path}: no column {missing[0]!r} for --keep-columns; the file has columns: "
+                + ", ".join(repr(name) for name in names)
+            )
+        names = wanted
+    rename = {name: f"input_{name}" if name in PREDICTION_KEYS else name for name in names}
+    return [
+        {**{rename[name]: row.get(name) for name in names}, **record}
+        for row, record in zip(fields, records)
+    ]
 
 
 def write_predictions(
@@ -76,14 +105,23 @@ def write_predictions(
 
 
 def prediction_table(records: list[dict], labels: list[str], separator: str = "|"):
-    """(header, rows) of the predictions as a table."""
+    """(header, rows) of the predictions as a table: the input columns carried along, then
+    ``label`` (or ``labels``, or ``score``) and one ``p_<label>`` column per label."""
+    carried = [k for k in records[0] if k not in PREDICTION_KEYS] if records else []
+    inputs = [[_cell(record[k]) for k in carried] for record in records]
     if records and "score" in records[0]:
-        return ["score"], [[record["score"]] for record in records]
+        rows = [[*row, record["score"]] for row, record in zip(inputs, records)]
+        return [*carried, "score"], rows
     first = "labels" if records and "labels" in records[0] else "label"
     rows = []
-    for record in records:
+    for row, record in zip(inputs, records):
         value = record[first]
         if first == "labels":
             value = separator.join(map(str, value))
-        rows.append([value, *(record["probabilities"][label] for label in labels)])
-    return [first, *(f"p_{label}" for label in labels)], rows
+        rows.append([*row, value, *(record["probabilities"][label] for label in labels)])
+    return [*carried, first, *(f"p_{label}" for label in labels)], rows
+
+
+def _cell(value):
+    """A carried input value as a table cell: lists and objects as JSON text."""
+    return json.dumps(value, ensure_ascii=False) if isinstance(value, (list, dict)) else value
