@@ -65,15 +65,18 @@ def explanation_text(result: dict) -> str:
         f"label: {result['label']}",
         f"probabilities: {probs}",
         "",
-        "word            attention  integrated gradients",
+        f"word            attention  integrated gradients ({result['attribution_target']})",
     ]
     lines += [
         f"{w['word']:<15} {w['attention']:9.3f}  {w['integrated_gradients']:+.3f}"
         for w in result["words"]
     ]
+    quantity = f"the {result['target_output']} of {str(result['target_label'])!r}"
     lines.append(
-        f"\nintegrated gradients sum to {result['attribution_sum']:+.4f}; the output moved "
-        f"{result['output_difference']:+.4f} from the all-[PAD] baseline"
+        f"\nintegrated gradients sum to {result['attribution_sum']:+.4f}; {quantity} moved "
+        f"{result['output_difference']:+.4f} from the {result['baseline']} baseline "
+        f"({result['baseline_output']:+.4f}) to this text ({result['output']:+.4f}); "
+        f"a {result['target_output']}, not a probability"
     )
     return "\n".join(lines) + "\n"
 

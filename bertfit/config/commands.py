@@ -6,7 +6,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
 from bertfit.config.fields import (
     batch_size_field,
@@ -14,35 +14,17 @@ from bertfit.config.fields import (
     checkpoint_field,
     common_problems,
     data_dir_field,
+    delimiter_field,
     device_field,
     download_field,
+    header_field,
     option,
     progress_field,
+    quoting_field,
     raise_if,
+    skip_bad_rows_field,
 )
 from bertfit.data.layout import reading_problems
-
-
-def header_field() -> Any:
-    """``--header/--no-header`` of the commands that read CSV/TSV files."""
-    return option(
-        True,
-        "CSV/TSV: the first row names the columns (given only column numbers, when it looks like names); --no-header reads every row as data, columns by number (0-based)",
-    )
-
-
-def delimiter_field() -> Any:
-    return option(
-        None,
-        "CSV/TSV field separator, one character: ';', '|', '\\t' for a tab (a .txt file read with one is read as columns) [default: by extension: ',' for .csv, tab for .tsv]",
-    )
-
-
-def quoting_field() -> Any:
-    return option(
-        None,
-        'CSV/TSV fields in double quotes: csv reads them as quoted ("" inside is a quote, as pandas and Excel write them), none keeps the quotes as text (GLUE\'s way) [default: csv for .csv, none for .tsv]',
-    )
 
 
 @dataclass
@@ -69,6 +51,7 @@ class EvaluateConfig:
     pair_column: str | None = option(None, "pair column [default: as trained]")
     label_column: str | None = option(None, "label column [default: as trained]")
     header: bool = header_field()
+    skip_bad_rows: bool = skip_bad_rows_field()
     delimiter: str | None = delimiter_field()
     quoting: Literal["csv", "none"] | None = quoting_field()
     batch_size: int = batch_size_field()
@@ -103,6 +86,7 @@ class CompareConfig:
     split: str | None = option(None, "the task's split [default: its dev split]")
     data_dir: str | None = data_dir_field("folder searched first for the task's files")
     header: bool = header_field()
+    skip_bad_rows: bool = skip_bad_rows_field()
     delimiter: str | None = delimiter_field()
     quoting: Literal["csv", "none"] | None = quoting_field()
     output: str = option("compare.html", "the page to write (PNGs go beside it)")
@@ -144,6 +128,7 @@ class ExplainConfig:
         "explain every row of this file instead (.csv/.tsv/.jsonl, or .txt: one text per line); --output is then a folder",
     )
     header: bool = header_field()
+    skip_bad_rows: bool = skip_bad_rows_field()
     delimiter: str | None = delimiter_field()
     quoting: Literal["csv", "none"] | None = quoting_field()
     steps: int = option(50, "integrated-gradients steps (more: closer to exact, slower)")
@@ -189,6 +174,7 @@ class EmbedConfig:
     )
     text_column: str = option("text", "column of the texts in a .csv/.tsv/.jsonl input")
     header: bool = header_field()
+    skip_bad_rows: bool = skip_bad_rows_field()
     delimiter: str | None = delimiter_field()
     quoting: Literal["csv", "none"] | None = quoting_field()
     normalize: bool | None = option(
@@ -242,6 +228,7 @@ class SearchConfig:
     output: str | None = option(None, "write hits as JSONL here [default: print them]")
     text_column: str = option("text", "column of the texts in .csv/.tsv/.jsonl files")
     header: bool = header_field()
+    skip_bad_rows: bool = skip_bad_rows_field()
     delimiter: str | None = delimiter_field()
     quoting: Literal["csv", "none"] | None = quoting_field()
     batch_size: int = batch_size_field(64, "texts per forward pass")
@@ -280,6 +267,7 @@ class PredictConfig:
     text_column: str | None = option(None, "text column of --input [default: as trained]")
     pair_column: str | None = option(None, "pair column of --input [default: as trained]")
     header: bool = header_field()
+    skip_bad_rows: bool = skip_bad_rows_field()
     delimiter: str | None = delimiter_field()
     quoting: Literal["csv", "none"] | None = quoting_field()
     keep_columns: str = option(

@@ -91,3 +91,30 @@ def raise_if(problems: list[str]) -> None:
 def config_fields(cls: type) -> list:
     """The dataclass fields of a config, in declaration order."""
     return list(fields(cls))
+
+
+def header_field() -> Any:
+    """``--header/--no-header`` of the commands that read CSV/TSV files."""
+    return option(
+        True,
+        "CSV/TSV: the first row names the columns (given only column numbers, when it looks like names); --no-header reads every row as data, columns by number (0-based)",
+    )
+
+
+def skip_bad_rows_field() -> Any:
+    """``--skip-bad-rows`` of every command that reads a file of texts."""
+    return option(False, "drop rows with an empty text (or a missing label) instead of stopping")
+
+
+def delimiter_field() -> Any:
+    return option(
+        None,
+        "CSV/TSV field separator, one character: ';', '|', '\\t' for a tab (a .txt file read with one is read as columns) [default: by extension: ',' for .csv, tab for .tsv]",
+    )
+
+
+def quoting_field() -> Any:
+    return option(
+        None,
+        'CSV/TSV fields in double quotes: csv reads them as quoted ("" inside is a quote, as pandas and Excel write them), none keeps the quotes as text (GLUE\'s way) [default: csv for .csv, none for .tsv]',
+    )

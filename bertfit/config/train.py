@@ -13,15 +13,18 @@ import dataclasses
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
-from bertfit.config.commands import delimiter_field, header_field, quoting_field
 from bertfit.config.fields import (
     DEFAULT_MODEL,
     PRECISIONS,
     TRUNCATIONS,
     common_problems,
+    delimiter_field,
+    header_field,
     option,
     progress_field,
+    quoting_field,
     raise_if,
+    skip_bad_rows_field,
 )
 from bertfit.data.labels import METRICS, MULTI, PAIRS, REGRESSION, SINGLE, parse_label_names
 from bertfit.data.layout import reading_problems
@@ -84,9 +87,7 @@ class TrainConfig:
         None,
         "hold out this fraction of train as dev (stratified, seeded) [default: 0.1 when there is no dev file or split]",
     )
-    skip_bad_rows: bool = option(
-        False, "drop rows with an empty text or missing label instead of stopping"
-    )
+    skip_bad_rows: bool = skip_bad_rows_field()
     max_length: int | None = option(
         None,
         "maximum tokens per example, special tokens included [default: 128, or the model's limit when smaller]",

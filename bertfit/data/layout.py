@@ -60,8 +60,14 @@ def reading_problems(config: Any) -> list[str]:
 
 
 def file_options(config: Any) -> dict:
-    """The layout options of a command's config, as ``read_examples`` keyword arguments."""
-    return {"header": config.header, "delimiter": config.delimiter, "quoting": config.quoting}
+    """The reading options of a command's config (layout, bad rows), as ``read_examples``
+    keyword arguments."""
+    return {
+        "header": config.header,
+        "delimiter": config.delimiter,
+        "quoting": config.quoting,
+        "skip_bad_rows": getattr(config, "skip_bad_rows", False),
+    }
 
 
 def csv_dialect(fmt: str, delimiter: str | None, quoting: str | None) -> dict:

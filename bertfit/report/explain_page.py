@@ -17,8 +17,6 @@ def _colour(score: float, scale: float, positive: str, negative: str) -> str:
 
 def render_html(result: dict) -> str:
     """A self-contained page (no external scripts, styles or fonts) showing the explanation."""
-    from html import escape
-
     words = result["words"]
     ig_scale = max((abs(w["integrated_gradients"]) for w in words), default=0.0)
     att_scale = max((w["attention"] for w in words), default=0.0)
@@ -42,6 +40,9 @@ def render_html(result: dict) -> str:
         for label, p in result["probabilities"].items()
     )
     pair = f"<p><b>pair:</b> {escape(result['pair'])}</p>" if result.get("pair") else ""
+    quantity = (
+        f"{escape(result['target_output'])} of &quot;{escape(str(result['target_label']))}&quot;"
+    )
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
 <title>bertfit explanation: {escape(str(result["label"]))}</title>
@@ -57,12 +58,15 @@ td {{ padding: 0.1em 0.6em }}
 <h1>Prediction: {escape(str(result["label"]))}</h1>
 <p><b>text:</b> {escape(result["text"])}</p>{pair}
 <table>{probs}</table>
-<h2>Integrated gradients (toward "{escape(str(result["label"]))}")</h2>
+<h2>Integrated gradients of the {quantity}</h2>
+<p id="attribution-target">The word scores add up to the {escape(result["attribution_target"])}:
+{quantity} moved {result["output_difference"]:+.4f}, from {result["baseline_output"]:+.4f} for the
+{escape(result["baseline"])} baseline to {result["output"]:+.4f} for this text (scores sum to
+<span id="attribution-sum">{result["attribution_sum"]:+.4f}</span>; {result["steps"]} steps).
+A {escape(result["target_output"])}, not a probability.</p>
 <p id="ig">{row("integrated_gradients", "integrated_gradients", ig_scale, "30,150,60", "210,40,40")}</p>
-<p class="legend"><span style="background:rgba(30,150,60,0.7)">pushes toward the prediction</span>
-<span style="background:rgba(210,40,40,0.7)">pushes away from it</span>
-(scores sum to {result["attribution_sum"]:+.4f}; output change from the all-[PAD] baseline
-{result["output_difference"]:+.4f}; {result["steps"]} steps)</p>
+<p class="legend"><span style="background:rgba(30,150,60,0.7)">raises the {quantity}</span>
+<span style="background:rgba(210,40,40,0.7)">lowers it</span></p>
 <h2>Attention from [CLS], last layer, heads averaged</h2>
 <p id="attention">{row("attention", "attention", att_scale, "60,100,220", "60,100,220")}</p>
 <p class="legend"><span style="background:rgba(60,100,220,0.7)">more attention</span>
@@ -86,7 +90,9 @@ def render_png(result: dict, path) -> None:
     fig, axes = plt.subplots(2, 1, figsize=(max(6, 0.45 * len(words)), 5), sharex=True)
     axes[0].bar(range(len(words)), ig, color=["#1e963c" if v >= 0 else "#d22828" for v in ig])
     axes[0].axhline(0, color="#444", linewidth=0.6)
-    axes[0].set_ylabel("integrated\ngradients")
+    axes[0].set_ylabel(
+        f"integrated gradients\n({result['target_output']} of {result['target_label']})"
+    )
     axes[0].set_title(
         f"prediction: {result['label']} ({max(result['probabilities'].values()):.3f})"
     )

@@ -5,6 +5,9 @@
 - integrated gradients (captum) on the word embeddings for the predicted class, from a baseline
   where every non-special token is ``[PAD]``: each token's share of the difference between the
   model's output for the input and for the baseline (the shares add up to it: completeness).
+  The output is the predicted class's logit (``target="logit"``, the default) or its
+  log-probability (``target="log-probability"``), never the probability itself; the result names
+  it (``attribution_target``, ``target_output``, ``output``, ``baseline_output``).
 
 Word pieces are merged back into words (scores summed for IG, maxed for attention).
 """
@@ -88,11 +91,21 @@ def merge_words(
     return words
 
 
-def explain(run: Explainable, text: str, pair: str | None = None, steps: int = 50) -> dict:
+TARGETS = ("logit", "log-probability")  # what integrated gradients attribute
+BASELINE = "all-[PAD]"  # every token but [CLS] and [SEP] replaced by [PAD]
+
+
+def explain(
+    run: Explainable, text: str, pair: str | None = None, steps: int = 50, target: str = "logit"
+) -> dict:
     """Prediction, probabilities, per-token and per-word attention and IG scores for one input.
 
+    ``target`` is what the IG scores add up to (relative to the baseline): the predicted class's
+    ``"logit"`` (default) or its ``"log-probability"``.
     Example: ``explain(bertfit.load("runs/sst2"), "a gorgeous, witty movie")["words"]``.
     """
+    if target not in TARGETS:
+        raise ModelError(f"target must be one of {', '.join(TARGETS)}, got {target!r}")
     _check_explainable(run, pair)
     model = run.model.float().eval()
     packed = run.pack([text], None if pair is None else [pair])
@@ -102,15 +115,17 @@ def explain(run: Explainable, text: str, pair: str | None = None, steps: int = 5
     mask = torch.ones_like(ids)
     tokens = run.tokenizer.convert_ids_to_tokens(ids[0].tolist())
     probabilities, attention = _cls_attention(run, model, ids, types, mask)
-    target = int(probabilities.argmax())
-    per_token, delta, gap = _integrated_gradients(run, model, (ids, types, mask), target, steps)
+    predicted = int(probabilities.argmax())
+    inputs = (ids, types, mask)
+    per_token, delta, ends = _integrated_gradients(run, model, inputs, predicted, steps, target)
     scores = {"attention": attention.tolist(), "integrated_gradients": per_token.tolist()}
     segments = types[0].tolist()
+    label = run.output_label(predicted)
     return {
         "text": text,
         "pair": pair,
-        "label": run.output_label(target),
-        "probabilities": {label: round(float(p), 6) for label, p in zip(run.labels, probabilities)},
+        "label": label,
+        "probabilities": {name: round(float(p), 6) for name, p in zip(run.labels, probabilities)},
         "tokens": [
             {"token": t, "segment": int(s), "attention": a, "integrated_gradients": g}
             for t, s, a, g in zip(
@@ -118,7 +133,15 @@ def explain(run: Explainable, text: str, pair: str | None = None, steps: int = 5
             )
         ],
         "words": merge_words(tokens, segments, scores),
-        "output_difference": gap,
+        "attribution_target": (
+            f"{target} of the predicted class {str(label)!r} relative to the {BASELINE} baseline"
+        ),
+        "target_output": target,
+        "target_label": label,
+        "baseline": BASELINE,
+        "output": ends[0],
+        "baseline_output": ends[1],
+        "output_difference": ends[0] - ends[1],
         "attribution_sum": float(per_token.sum()),
         "convergence_delta": float(delta.abs().sum()),
         "steps": steps,
@@ -145,34 +168,39 @@ def _cls_attention(run: Explainable, model, ids, types, mask):
     return probabilities, out.attentions[-1][0, :, 0, :].mean(dim=0).float().cpu()
 
 
-def _integrated_gradients(run: Explainable, model, inputs, target: int, steps: int):
-    """(per-token attributions, convergence delta, logit gap to the baseline): integrated
-    gradients from an all-[PAD] baseline that keeps [CLS] and [SEP]."""
+def _integrated_gradients(run: Explainable, model, inputs, label: int, steps: int, target: str):
+    """(per-token attributions, convergence delta, (output, baseline output)): integrated
+    gradients of class ``label``'s logit or log-probability (``target``) from an all-[PAD]
+    baseline that keeps [CLS] and [SEP]."""
     from captum.attr import LayerIntegratedGradients
 
     ids, types, mask = inputs
 
-    def logit(input_ids, token_type_ids, attention_mask):
-        return model(
+    def output(input_ids, token_type_ids, attention_mask):
+        logits = model(
             input_ids=input_ids, token_type_ids=token_type_ids, attention_mask=attention_mask
         ).logits
+        return logits if target == "logit" else torch.log_softmax(logits.float(), dim=-1)
 
     special = {run.tokenizer.cls_token_id, run.tokenizer.sep_token_id}
     keep = torch.tensor([[i in special for i in ids[0].tolist()]], device=ids.device)
     baseline = torch.where(keep, ids, torch.full_like(ids, run.tokenizer.pad_token_id))
-    ig = LayerIntegratedGradients(logit, model.get_input_embeddings())
+    ig = LayerIntegratedGradients(output, model.get_input_embeddings())
     attributions, delta = ig.attribute(
         ids,
         baselines=baseline,
         additional_forward_args=(types, mask),
-        target=target,
+        target=label,
         n_steps=steps,
         return_convergence_delta=True,
     )
     per_token = attributions.sum(dim=-1)[0].detach().float().cpu()
     with torch.no_grad():
-        gap = float(logit(ids, types, mask)[0, target] - logit(baseline, types, mask)[0, target])
-    return per_token, delta, gap
+        ends = (
+            float(output(ids, types, mask)[0, label]),
+            float(output(baseline, types, mask)[0, label]),
+        )
+    return per_token, delta, ends
 
 
 def explain_file(

@@ -4,7 +4,10 @@ A checkpoint is a folder ``checkpoint-<step>`` in the run directory: the model i
 as a finished run (so ``predict --checkpoint`` can use it), the optimizer, scheduler and gradient
 scaler states, every random generator, the epoch's batch order and position, and the counters and
 metrics so far. It is written under a temporary name and renamed when complete, so a crash or a
-full disk in the middle leaves the previous checkpoint as it was.
+full disk in the middle leaves the previous checkpoint as it was. Model files byte-identical to
+the run's own (the best model is the latest) are hard links, not second copies. A finished run
+needs none of this: ``drop_checkpoints`` removes the checkpoints when it ends (unless
+``--keep-checkpoints``), and ``--checkpoint best`` then means the run's own model.
 
 Only ``torch.load(weights_only=True)`` reads these files back: nothing is unpickled.
 """
@@ -12,7 +15,9 @@ Only ``torch.load(weights_only=True)`` reads these files back: nothing is unpick
 from __future__ import annotations
 
 import contextlib
+import filecmp
 import json
+import logging
 import os
 import random
 import re
@@ -29,8 +34,16 @@ import torch
 
 from bertfit.errors import ModelError
 from bertfit.files import publish_mode, temporary_dir, write_json
-from bertfit.rundir import BEST_MODEL, CHECKPOINT_PREFIX, TRAINER_STATE
+from bertfit.rundir import (
+    BEST_MODEL,
+    CHECKPOINT_PREFIX,
+    TRAINER_STATE,
+    is_finished,
+    read_meta,
+    read_results,
+)
 
+log = logging.getLogger("bertfit")
 _NAME = re.compile(rf"^{CHECKPOINT_PREFIX}(\d+)$")
 
 
@@ -78,7 +91,7 @@ def find_checkpoint(run_dir: str | os.PathLike, which: str) -> Checkpoint:
     """``best``, ``last``, a step number or a folder name: the checkpoint ``--checkpoint`` names."""
     checkpoints = list_checkpoints(run_dir)
     if not checkpoints:
-        raise ModelError(f"{run_dir}: has no complete checkpoint")
+        return _without_checkpoints(Path(run_dir), which)
     if which == "last":
         return checkpoints[-1]
     if which == "best":
@@ -89,6 +102,61 @@ def find_checkpoint(run_dir: str | os.PathLike, which: str) -> Checkpoint:
             return checkpoint
     names = ", ".join(c.path.name for c in checkpoints)
     raise ModelError(f"{run_dir}: no checkpoint {which!r}; choose best, last or one of {names}")
+
+
+def _without_checkpoints(run_dir: Path, which: str) -> Checkpoint:
+    """A finished run with no checkpoint left: ``best`` is the run's own model (the best one, by
+    construction), with a note; anything else is refused, saying why there is none."""
+    if not is_finished(run_dir):
+        never = _saved_none(run_dir)
+        raise ModelError(f"{run_dir}: has no complete checkpoint" + (f" ({never})" if never else ""))
+    why = _saved_none(run_dir) or (
+        "its checkpoints were removed when the run finished (train with --keep-checkpoints "
+        "to keep them)"
+    )
+    if which != "best":
+        raise ModelError(
+            f"{run_dir}: no checkpoint {which!r}: {why}; without --checkpoint, or with "
+            "--checkpoint best, it uses the run's own model (the best one)"
+        )
+    try:
+        results = read_results(run_dir)
+    except (OSError, ValueError) as err:
+        raise ModelError(f"{run_dir}: damaged run files ({err})") from None
+    step = int(results.get("best_step") or 0)
+    log.warning(f"note: {run_dir}: {why}; --checkpoint best is the run's own model (step {step})")
+    state = {"step": step, "dev": results.get("dev", {})}
+    cut, labels = results.get("thresholds"), results.get("labels")
+    if cut and labels:
+        state["thresholds"] = [cut[label] for label in labels]
+    return Checkpoint(run_dir, step, state)
+
+
+def _saved_none(run_dir: Path) -> str | None:
+    """Why the run has no checkpoint at all, when it was trained to save none."""
+    try:
+        saved = read_meta(run_dir).config
+    except (OSError, ValueError, TypeError):
+        return None
+    if saved.get("save_total_limit") == 0:
+        return "it was trained with --save-total-limit 0, which saves none"
+    return None
+
+
+def drop_checkpoints(run_dir: Path) -> list[str]:
+    """Remove every checkpoint of a finished run (and half-written ones); returns their names.
+
+    Each is renamed to a temporary name first, so a kill in the middle never leaves a
+    half-deleted folder that looks complete.
+    """
+    names = []
+    for checkpoint in list_checkpoints(run_dir):
+        doomed = checkpoint.path.with_name(f".{checkpoint.path.name}.drop.tmp")
+        os.replace(checkpoint.path, doomed)
+        names.append(checkpoint.path.name)
+    _fsync_dir(run_dir)
+    remove_stale_temporaries(run_dir)
+    return names
 
 
 def remove_stale_temporaries(run_dir: Path) -> None:
@@ -115,6 +183,7 @@ def save_checkpoint(
     tmp = temporary_dir(run_dir, f".{CHECKPOINT_PREFIX}{step}.")
     try:
         write_model(tmp)
+        _link_identical(tmp, run_dir)
         _keep_best_model(run_dir, [p.name for p in tmp.iterdir() if p.is_file()], tmp / BEST_MODEL)
         torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
         torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
@@ -171,6 +240,27 @@ def restore_best_model(path: Path, run_dir: Path) -> None:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
             raise
+
+
+def _link_identical(folder: Path, run_dir: Path) -> None:
+    """Replace each file of ``folder`` that is byte-identical to the run's file of the same name
+    by a hard link to it: when the best model is the latest, the checkpoint holds no second copy.
+
+    Safe because the run's files are only ever replaced by rename, never rewritten in place.
+    """
+    for item in folder.iterdir():
+        theirs = run_dir / item.name
+        if not (item.is_file() and theirs.is_file()):
+            continue
+        if theirs.stat().st_size != item.stat().st_size or not filecmp.cmp(item, theirs, False):
+            continue
+        link = item.with_name(f".{item.name}.link")
+        try:
+            os.link(theirs, link)
+            os.replace(link, item)
+        except OSError:  # a file system without hard links: the copy stays
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(link)
 
 
 def _keep_best_model(run_dir: Path, names: list[str], folder: Path) -> None:

@@ -1,8 +1,9 @@
 """The training loop, the same for every objective: forward, loss, backward, clip, step,
 schedule, record, evaluate, checkpoint.
 
-``run_loop`` wraps it with its guards: signals stop it at a checkpoint; a full disk and
-out-of-memory become one line of advice; the last complete checkpoint stays valid in every case.
+``run_loop`` wraps it with its guards: signals stop it at a checkpoint (or, with
+``--save-total-limit 0``, without one); a full disk and out-of-memory become one line of advice;
+the last complete checkpoint stays valid in every case.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import errno
 import logging
 import math
+import signal
 import time
 from pathlib import Path
 
@@ -18,7 +20,7 @@ import torch
 from bertfit.config.fields import show_progress
 from bertfit.config.train import TrainConfig
 from bertfit.data.packing import length_grouped_batches
-from bertfit.errors import TrainingError
+from bertfit.errors import Interrupted, TrainingError
 from bertfit.evaluation.metrics import headline
 from bertfit.training.advice import (
     announce_stop,
@@ -63,7 +65,8 @@ def run_loop(
     if checkpoint is not None:
         log.info(f"resuming from {checkpoint.path} (step {checkpoint.step})")
     try:
-        with StopSignals(announce_stop) as stop:
+        announce = announce_stop if config.save_total_limit else _announce_stop_unsaved
+        with StopSignals(announce) as stop:
             return fit(
                 trainee, config, optimizer, scheduler, device, dtype, output,
                 resume=checkpoint, stop=stop, fingerprint=fingerprint,
@@ -154,12 +157,12 @@ def fit(
                     path = save()
                     if signalled:
                         bar.close()
-                        raise interrupted(stop, state.step, path, output)
+                        raise _interrupted(stop, state.step, path, output)
         bar.close()
         stopping = loop.end_epoch(epoch)
         path = save()
         if stop is not None and stop.requested and state.epoch <= config.epochs:
-            raise interrupted(stop, state.step, path, output)
+            raise _interrupted(stop, state.step, path, output)
         if stopping:
             log.info(f"early stopping: no dev improvement in {state.bad_evals} evaluations")
             break
@@ -173,6 +176,26 @@ def epoch_order(trainee: Trainee, config: TrainConfig, epoch: int) -> list[list[
         trainee.lengths, config.batch_size, config.seed + epoch, config.length_groups
     )
     return [[int(i) for i in batch] for batch in batches]
+
+
+def _interrupted(stop: StopSignals, step: int, path: Path | None, output: Path) -> Interrupted:
+    """The error a signal stops the run with: the checkpoint saved and how to resume, or, with
+    --save-total-limit 0, that there is nothing to resume from."""
+    if path is not None:
+        return interrupted(stop, step, path, output)
+    name = signal.Signals(stop.requested).name
+    return Interrupted(
+        f"{name} at step {step}: stopped without a checkpoint (--save-total-limit 0 saves none), "
+        f"so the run cannot be resumed; train it again with --overwrite --output {output}",
+        stop.exit_code,
+    )
+
+
+def _announce_stop_unsaved(number: int) -> None:
+    log.warning(
+        f"{signal.Signals(number).name}: stopping after this step; --save-total-limit 0 saves "
+        "no checkpoint, so the run cannot be resumed (press Ctrl-C again to quit at once)"
+    )
 
 
 def _resume_state(resume: Checkpoint, optimizer, scheduler, scaler, output: Path):
@@ -227,10 +250,13 @@ class _Loop:
         self.clock = Clock()
         return stopping
 
-    def checkpoint(self, optimizer, scheduler, scaler, order) -> Path:
+    def checkpoint(self, optimizer, scheduler, scaler, order) -> Path | None:
+        """Save a resumable checkpoint and prune older ones; None with --save-total-limit 0."""
         state = self.state
         state.epoch_seconds = self.clock.seconds()
         self.recorder.flush(state)
+        if self.config.save_total_limit == 0:
+            return None
         state.dev_score = state.last_dev if state.evaluated_step == state.step else None
         path = save_checkpoint(
             self.output,

@@ -83,7 +83,6 @@ def read_training_data(
             name=name,
             with_labels=problem != PAIRS,
             limit=limit,
-            skip_bad_rows=config.skip_bad_rows,
             label_kind=PROBLEMS[problem].label_kind,
             label_separator=config.label_separator,
             **file_options(config),

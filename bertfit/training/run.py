@@ -1,7 +1,9 @@
 """``train()``: resolve the config, read the data, pack it, build the model, fit, finish.
 
 Every objective goes through the same steps; ``objectives.py`` says how each one is built and
-fed, ``fit.py`` is the loop, ``finish.py`` scores the best model and writes the results.
+fed, ``fit.py`` is the loop, ``finish.py`` scores the best model and writes the results. A
+finished run then drops its resumable checkpoints (unless ``--keep-checkpoints``): what is left is
+the model and its reports, about the model's size.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from bertfit.models.encoders import Encoder, resolve_encoder
 from bertfit.models.pooling import read_pooling
 from bertfit.rundir import RESULTS, RUN_CONFIG, RunMeta
 from bertfit.runtime import cpu_threads, deterministic_algorithms, pick_device, pick_precision
-from bertfit.training.checkpoint import last_checkpoint
+from bertfit.training.checkpoint import drop_checkpoints, last_checkpoint
 from bertfit.training.finish import (
     finish_bi_encoder,
     finish_classifier,
@@ -100,7 +102,9 @@ def _train(config: TrainConfig, train_rows: Source, dev_rows: Source) -> Any:
         state = run_loop(
             objective.trainee, config, device, dtype, output, checkpoint, objective.fingerprint
         )
-        return _finish(objective, state, config, data, tokenizer, output, device, dtype, encoder)
+        finished = _finish(objective, state, config, data, tokenizer, output, device, dtype, encoder)
+        drop_finished_checkpoints(output, config.keep_checkpoints)
+        return finished
 
 
 def _finish(objective: Objective, state, config, data, tokenizer, output, device, dtype, encoder):
@@ -110,6 +114,18 @@ def _finish(objective: Objective, state, config, data, tokenizer, output, device
     context = (output, device, dtype, encoder.kind)
     dev = objective.splits["dev"]
     return finish_classifier(summary, state.thresholds, config, data, dev, tokenizer, context)
+
+
+def drop_finished_checkpoints(output: Path, keep: bool) -> None:
+    """After results.json: the resumable checkpoints are of no more use, unless kept on purpose."""
+    if keep:
+        return
+    dropped = drop_checkpoints(output)
+    if dropped:
+        log.info(
+            f"removed {', '.join(dropped)} (resumable training state a finished run does not "
+            "need; --keep-checkpoints keeps it)"
+        )
 
 
 def model_limit(config: TrainConfig, encoder: Encoder, tokenizer) -> int | None:
