@@ -23,17 +23,24 @@ def train(config: TrainConfig, train=None, dev=None):
 
 
 def load(run_dir, device: str = "auto", checkpoint: str | None = None):
-    """Load a finished run directory for prediction (or one of its checkpoints: best, last, a step)."""
+    """Load a finished run directory for prediction (or one of its checkpoints: best, last, a step).
+
+    A classifier run gives a ``Run`` (``predict``, ``explain``); a bi-encoder run gives its
+    ``Embedder`` (``encode``, ``similarity``), as ``load_embedder`` does."""
+    from bertfit.serve.embed import is_bi_encoder_run, load_bi_encoder_run
     from bertfit.serve.run import load as _load
 
+    if is_bi_encoder_run(run_dir):
+        return load_bi_encoder_run(run_dir, device, checkpoint)
     return _load(run_dir, device, checkpoint)
 
 
-def load_embedder(model: str, device: str = "auto"):
-    """A sentence embedder from a bi-encoder run or any encoder spec (``"default"``, a folder)."""
+def load_embedder(model: str, device: str = "auto", precision: str = "auto"):
+    """A sentence embedder from a bi-encoder run or any encoder spec (``"default"``, a folder);
+    ``precision="fp32"`` gives sentence-transformers' vectors, ``"auto"`` bf16 where supported."""
     from bertfit.serve.embed import load_embedder as _load_embedder
 
-    return _load_embedder(model, device)
+    return _load_embedder(model, device, precision)
 
 
 def evaluate(config: EvaluateConfig, data=None) -> dict:

@@ -642,7 +642,7 @@ def trained(tiny_bert, tmp_path_factory) -> Path:
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("BERTFIT_CACHE", str(root / "cache"))
         train = write_rows(root / "train.csv", marker_rows(24, seed=5))
-        assert main(train_argv(train, root / "run", tiny_bert)) == 0
+        assert main(train_argv(train, root / "run", tiny_bert, "--keep-checkpoints")) == 0
     return root / "run"
 
 
@@ -797,7 +797,7 @@ BAD_TRAIN_FLAGS = [
     (["--threads", "0"], "--threads must be at least 1, got 0"),
     (["--seed", "-1"], "--seed must be between 0 and 4294967295, got -1"),
     (["--save-steps", "0"], "--save-steps must be at least 1, got 0"),
-    (["--save-total-limit", "0"], "--save-total-limit must be at least 1, got 0"),
+    (["--save-total-limit", "-1"], "--save-total-limit must be 0 (no checkpoints) or more, got -1"),
     (["--resume", "auto", "--overwrite"], "--resume continues a run and --overwrite replaces it"),
 ]
 

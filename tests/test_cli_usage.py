@@ -138,6 +138,7 @@ def checkpointed_run(tiny_bert, tmp_path_factory):
     dev = write_rows(root / "dev.csv", marker_rows(16, seed=2))
     out = root / "run"
     args = ["--epochs", "2", "--batch-size", "16", "--lr", "3e-3", "--warmup-ratio", "0.0"]
+    args.append("--keep-checkpoints")
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("BERTFIT_CACHE", str(root / "cache"))
         code = main(

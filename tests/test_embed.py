@@ -83,7 +83,11 @@ def test_search_finds_the_planted_neighbour_and_caches(st_tiny, tmp_path, capsys
     (record,) = [json.loads(line) for line in out.read_text().splitlines()]
     assert record["hits"][0]["index"] == 137 and record["hits"][0]["text"] == planted
     assert record["hits"][0]["score"] == pytest.approx(1.0, abs=1e-3)
-    cached = list(tmp_path.glob("docs.txt.*.emb.npy"))
+    from bertfit.data.download import cache_root
+
+    # in the bertfit cache, not beside the user's corpus (issue 13 item 10)
+    assert not list(tmp_path.glob("docs.txt.*.npy"))
+    cached = list((cache_root() / "search").glob("docs.txt.*.npy"))
     assert len(cached) == 1 and np.load(cached[0]).shape[0] == len(lines)
     stamp = cached[0].stat().st_mtime_ns
     capsys.readouterr()

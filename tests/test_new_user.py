@@ -52,7 +52,8 @@ def named_run(tiny_bert, tmp_path_factory):
     ]
     train = write_rows(root / "train.jsonl", rows)
     out = root / "run"
-    assert main(train_argv(train, tiny_bert, out, "--label-names", "0=negative,1=positive")) == 0
+    argv = train_argv(train, tiny_bert, out, "--label-names", "0=negative,1=positive")
+    assert main([*argv, "--keep-checkpoints"]) == 0
     return {"dir": out, "train": train, "rows": rows}
 
 

@@ -145,7 +145,8 @@ def test_regression_end_to_end(tiny_bert, tmp_path, cache_env, capsys):
         main(["predict", str(out), "--input", str(inputs), "--output", str(tmp_path / "p.csv")])
         == 0
     )
-    assert (tmp_path / "p.csv").read_text().splitlines()[0] == "score"
+    # the input's columns come first (issue 13 item 4), then the predicted score
+    assert (tmp_path / "p.csv").read_text().splitlines()[0] == "text,score"
 
     from transformers import AutoModelForSequenceClassification
 

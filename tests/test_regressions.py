@@ -61,6 +61,7 @@ def multi_run(tiny_bert, tmp_path_factory) -> dict:
             "0",
             "--save-total-limit",
             "10",
+            "--keep-checkpoints",
             *QUICK,
         ]
     )

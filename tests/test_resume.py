@@ -128,7 +128,7 @@ def assert_same_run(a: Path, b: Path, exact: bool = True) -> None:
 def reference(data, tiny_bert) -> Path:
     """The uninterrupted deterministic run every resumed run must equal."""
     out = data["root"] / "reference"
-    done = run_cli(train_args(data, tiny_bert, out, "--deterministic"), data)
+    done = run_cli(train_args(data, tiny_bert, out, "--deterministic", "--keep-checkpoints"), data)
     assert done.returncode == 0, done.stderr
     return out
 
@@ -391,7 +391,9 @@ def test_skip_nonfinite_skips_the_batch_and_finishes(
     import bertfit
 
     _poison_loss(monkeypatch, at=8)
-    run = bertfit.train(small_config(data, tiny_bert, tmp_path / "run", skip_nonfinite=True))
+    run = bertfit.train(
+        small_config(data, tiny_bert, tmp_path / "run", skip_nonfinite=True, keep_checkpoints=True)
+    )
     assert "step 8 (epoch 1, batch 8): the loss is nan; batch skipped" in caplog.text
     assert run.results["steps"] == 26
     state = list_checkpoints(tmp_path / "run")[-1].state
@@ -421,7 +423,7 @@ def test_out_of_memory_gives_advice(data, tiny_bert, tmp_path, monkeypatch, cach
 BI_ENCODER_OPTIONS = [
     "--dev-fraction", "0.2", "--epochs", "2", "--batch-size", "16", "--lr", "3e-3",
     "--dropout", "0.1", "--threads", "1", "--save-steps", "4", "--deterministic",
-    "--no-progress",
+    "--no-progress", "--keep-checkpoints",
 ]  # fmt: skip
 
 

@@ -155,3 +155,18 @@ def run_compare(config: configs.CompareConfig) -> int:
     out = compare_runs(config)
     sys.stdout.write(json.dumps(out) + "\n" if config.json else comparison_text(out))
     return 0
+
+
+def run_export(config: configs.ExportConfig) -> int:
+    from bertfit.export.hf import export_run
+
+    names = export_run(config)
+    loader = (
+        "SentenceTransformer"
+        if "modules.json" in names
+        else "transformers.AutoModelForSequenceClassification.from_pretrained"
+    )
+    sys.stderr.write(
+        f"wrote {config.output}: {', '.join(names)}; {loader}('{config.output}') loads it\n"
+    )
+    return 0

@@ -35,6 +35,7 @@ COMMANDS: dict[str, tuple[type, Callable[[typing.Any], int]]] = {
     "explain": (configs.ExplainConfig, commands.run_explain),
     "report": (configs.ReportConfig, commands.run_report),
     "compare": (configs.CompareConfig, commands.run_compare),
+    "export": (configs.ExportConfig, commands.run_export),
 }
 
 

@@ -87,7 +87,8 @@ def comparison_text(out: dict) -> str:
         f"(95% CI {t['ci'][0]:+.4f} to {t['ci'][1]:+.4f}), p = {t['p_value']:.4f}, n = {t['n']}"
         for t in out.get("paired", [])
     ]
-    return "\n".join([*lines, f"wrote {out['page']}"]) + "\n"
+    notes = [f"note: {note}" for note in out.get("notes", [])]
+    return "\n".join([*notes, *lines, f"wrote {out['page']}"]) + "\n"
 
 
 def metrics_table(metrics: dict) -> str:

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 from bertfit.config.fields import (
@@ -89,7 +90,9 @@ class CompareConfig:
     skip_bad_rows: bool = skip_bad_rows_field()
     delimiter: str | None = delimiter_field()
     quoting: Literal["csv", "none"] | None = quoting_field()
-    output: str = option("compare.html", "the page to write (PNGs go beside it)")
+    output: str | None = option(
+        None, "the page to write (PNGs go beside it) [default: compare.html in the first run]"
+    )
     json: bool = option(False, "print the comparison as JSON")
     device: str = device_field()
 
@@ -99,10 +102,14 @@ class CompareConfig:
             problems.append("give at least two run directories")
         if self.data is not None and self.task is not None:
             problems.append("give --data or --task, not both")
-        if not self.output.lower().endswith((".html", ".htm")):
+        if self.output is not None and not self.output.lower().endswith((".html", ".htm")):
             problems.append(f"--output must end in .html, got {self.output!r}")
         raise_if(problems)
         return self
+
+    def page(self) -> str:
+        """Where the page goes: --output, else compare.html in the first run's folder."""
+        return self.output or str(Path(self.runs[0]) / "compare.html")
 
 
 @dataclass
@@ -335,4 +342,28 @@ class DataConfig:
     progress: bool | None = progress_field()
 
     def validate(self) -> DataConfig:
+        return self
+
+
+@dataclass
+class ExportConfig:
+    """Write a finished run as a model hub takes it: weights, config, tokenizer, model card."""
+
+    run_dir: str = option(
+        None, "finished run directory written by 'bertfit train'", positional=True
+    )
+    format: Literal["hf"] = option(
+        "hf",
+        "hf: the Hugging Face layout that transformers loads (sentence-transformers for a bi-encoder run)",
+    )
+    output: str = option(None, "the folder to write (nothing else goes in it)", required=True)
+    overwrite: bool = option(False, "replace an existing non-empty --output folder")
+
+    def validate(self) -> ExportConfig:
+        problems = []
+        if self.format != "hf":
+            problems.append(f"--format must be hf, got {self.format!r}")
+        if not self.output:
+            problems.append("give --output DIR")
+        raise_if(problems)
         return self

@@ -160,10 +160,15 @@ class TrainConfig:
     )
     save_steps: int | None = option(
         None,
-        "also save a resumable checkpoint every N optimizer steps (one is always saved at each epoch end)",
+        "also save a resumable checkpoint every N optimizer steps (one is saved at each epoch end, unless --save-total-limit 0)",
     )
     save_total_limit: int = option(
-        1, "keep the last N checkpoints (and the best one); older ones are deleted"
+        1,
+        "keep the last N checkpoints (and the best one); older ones are deleted; 0 saves none (the run cannot be resumed)",
+    )
+    keep_checkpoints: bool = option(
+        False,
+        "keep the resumable checkpoints when the run finishes (by default they are removed then: a finished run is its model)",
     )
     resume: str | None = option(
         None,
@@ -308,8 +313,13 @@ class TrainConfig:
             value = getattr(self, name)
             if value is not None and value < 1:
                 problems.append(f"{_flag(name)} must be at least 1, got {value}")
-        if self.save_total_limit < 1:
-            problems.append(f"--save-total-limit must be at least 1, got {self.save_total_limit}")
+        if self.save_total_limit < 0:
+            problems.append(
+                f"--save-total-limit must be 0 (no checkpoints) or more, got {self.save_total_limit}"
+            )
+        if self.save_total_limit == 0 and (self.save_steps or self.keep_checkpoints):
+            flag = "--save-steps" if self.save_steps else "--keep-checkpoints"
+            problems.append(f"{flag} needs checkpoints, but --save-total-limit 0 saves none")
         if self.resume is not None and self.overwrite:
             problems.append("--resume continues a run and --overwrite replaces it; give one")
         if self.tune_thresholds and not self.multi_label:

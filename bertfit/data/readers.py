@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import codecs
 import csv
+import dataclasses
 import gzip
 import io
 import json
@@ -285,7 +286,10 @@ def read_examples(path: str | os.PathLike, columns: Columns, **options: Any) -> 
     Example: ``read_examples("train.tsv", Columns("sentence", None, "label"))``,
     ``read_examples("scores.csv", Columns("0", None, "1"), delimiter=";", header=False)``.
     """
-    options = ReadOptions(**options)
+    given = ReadOptions(**options)
+    options = dataclasses.replace(
+        given, delimiter=delimiter_of(given.delimiter), drop_labels=tuple(given.drop_labels)
+    )
     fmt = data_file_format(path)
     if fmt == "parquet":
         return read_parquet(path, columns, options)

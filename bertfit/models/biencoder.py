@@ -23,7 +23,12 @@ from safetensors.torch import save_file
 from torch import nn
 
 from bertfit.data.packing import Packed, collate, sorted_batches
-from bertfit.evaluation.metrics import classification_metrics, pearson, spearman
+from bertfit.evaluation.metrics import (
+    bootstrap_intervals,
+    classification_metrics,
+    pearson,
+    spearman,
+)
 from bertfit.files import publish_tree, temporary_dir
 from bertfit.models.fastbert import lean_hidden, supports_lean_encoder
 from bertfit.models.pooling import Pooling, pool, write_sentence_transformers_files
@@ -131,25 +136,61 @@ def embed_packed(
     return out
 
 
+def nearest_positives(u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """For each text ``u[i]``, the index of the positive ``v[j]`` it is closest to by cosine."""
+    return (F.normalize(u, dim=-1) @ F.normalize(v, dim=-1).T).argmax(dim=1)
+
+
+def pair_scores(objective: str, u: torch.Tensor, v: torch.Tensor, head=None) -> np.ndarray:
+    """Per pair, what the objective's dev metric is computed from: cosine: cos(u, v);
+    contrastive: 1.0 where the pair's own positive is the nearest of all the positives, else
+    0.0; softmax: the NLI head's logits over (u, v, |u - v|)."""
+    if objective == "cosine":
+        return F.cosine_similarity(u, v).numpy()
+    if objective == "contrastive":
+        return (nearest_positives(u, v) == torch.arange(len(u))).float().numpy()
+    with torch.inference_mode():
+        logits = head(torch.cat([u, v, (u - v).abs()], dim=-1).to(head.weight.device))
+    return logits.float().cpu().numpy()
+
+
+def score_pairs(objective: str, y, scores: np.ndarray, labels) -> dict:
+    """cosine: Spearman/Pearson against the gold scores ``y``; contrastive: recall@1;
+    softmax: classification metrics against the label ids ``y``."""
+    if objective == "cosine":
+        return {"spearman": spearman(y, scores), "pearson": pearson(y, scores), "n": len(scores)}
+    if objective == "contrastive":
+        return {"recall_at_1": float(scores.mean()) if len(scores) else 0.0, "n": len(scores)}
+    return classification_metrics(y, scores.argmax(-1), labels)
+
+
+def score_pairs_with_intervals(objective: str, y, scores: np.ndarray, labels) -> dict:
+    """``score_pairs`` plus ``ci``: 95% bootstrap intervals over the pairs (for contrastive the
+    candidates stay every pair's positive; the queries are resampled)."""
+    y = None if y is None else np.asarray(y)
+    metrics = score_pairs(objective, y, scores, labels)
+    metrics["ci"] = bootstrap_intervals(
+        lambda i: score_pairs(objective, None if y is None else y[i], scores[i], labels),
+        len(scores),
+    )
+    return metrics
+
+
 def dev_metrics(model: BiEncoder, dev: dict, objective: str, labels, pad_id, device, dtype) -> dict:
     """cosine: Spearman/Pearson; contrastive: recall@1 of each text's positive among dev
     positives; softmax: classification metrics of the NLI head."""
     u = embed_packed(model, dev["a"], pad_id, device, dtype)
     v = embed_packed(model, dev["b"], pad_id, device, dtype)
-    if objective == "cosine":
-        cos = F.cosine_similarity(u, v).numpy()
-        return {
-            "spearman": spearman(dev["y"], cos),
-            "pearson": pearson(dev["y"], cos),
-            "n": len(cos),
-        }
-    if objective == "contrastive":
-        scores = F.normalize(u, dim=-1) @ F.normalize(v, dim=-1).T
-        hits = (scores.argmax(dim=1) == torch.arange(len(u))).float().mean().item()
-        return {"recall_at_1": hits, "n": len(u)}
-    with torch.inference_mode():
-        logits = model.head(torch.cat([u, v, (u - v).abs()], dim=-1).to(model.head.weight.device))
-    return classification_metrics(dev["y"], logits.argmax(-1).cpu().numpy(), labels)
+    return score_pairs(objective, dev.get("y"), pair_scores(objective, u, v, model.head), labels)
+
+
+def load_nli_head(folder: Path, width: int, num_labels: int) -> nn.Linear:
+    """The softmax objective's classifier over (u, v, |u - v|), as saved beside the encoder."""
+    from safetensors.torch import load_file
+
+    head = nn.Linear(3 * width, num_labels)
+    head.load_state_dict(load_file(folder / NLI_HEAD))
+    return head.eval()
 
 
 def bi_encoder_batch_loss(model: BiEncoder, train: dict, config, pad_id: int, device, dtype):

@@ -67,7 +67,8 @@ KINDS = {
     "embedding": "embeds sentences as vectors compared by cosine similarity",
 }
 USAGE = {
-    "embedding": "Use `bertfit similarity/embed/search RUN`, or `SentenceTransformer(RUN)`.",
+    "embedding": "Use `bertfit similarity/embed/search RUN`, `bertfit.load(RUN)` in Python, or "
+    "`SentenceTransformer(RUN)` (the vectors bertfit gives in fp32).",
     "classifier": "Use `bertfit predict RUN --text ...`, or "
     "`AutoModelForSequenceClassification.from_pretrained(RUN)`.",
 }

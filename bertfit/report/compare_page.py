@@ -12,15 +12,13 @@ from bertfit.rundir import METRICS, STEPS
 
 def write_compare_page(page: Path, runs: list[Path], results: dict, out: dict) -> Path:
     """The comparison page: dev metrics side by side, the paired tests, the curves."""
-    figures = compare_figures(page, runs, results)
-    names = sorted(
-        {k for dev in out["dev"].values() for k, v in dev.items() if isinstance(v, float)}
-    )
+    figures = compare_figures(page, runs, out["metric"])
+    names = out["compared"]  # what every run measured; the notes say what is left out
     head = "".join(f"<th>{escape(r.name)}</th>" for r in runs)
     rows = "".join(
         f"<tr><td>{escape(n)}</td>"
         + "".join(
-            f"<td>{out['dev'][str(r)].get(n, float('nan')):.4f}"
+            f"<td>{out['dev'][str(r)][n]:.4f}"
             + (
                 f" ({c[0]:.4f} to {c[1]:.4f})"
                 if (c := results[str(r)].get("dev_ci", {}).get(n))
@@ -44,6 +42,8 @@ def write_compare_page(page: Path, runs: list[Path], results: dict, out: dict) -
         else "<p>Give --data or --task for a paired test on the same examples.</p>"
     )
     imgs = "".join(f'<figure><img src="{n}" alt="{n}"></figure>' for n in figures)
+    notes = "".join(f"<li>{escape(n)}</li>" for n in out.get("notes", []))
+    notes = f'<ul id="notes">{notes}</ul>' if notes else ""
     write_text(
         page,
         f"""<!DOCTYPE html>
@@ -52,6 +52,7 @@ def write_compare_page(page: Path, runs: list[Path], results: dict, out: dict) -
 table {{ border-collapse: collapse; margin: 0.5em 0 1.5em }} td, th {{ border-bottom: 1px solid #ddd; padding: 0.2em 0.7em }}
 figure {{ display: inline-block; margin: 0 1em 1em 0 }}</style></head><body>
 <h1>Comparison of {len(runs)} runs</h1>
+{notes}
 <h2 id="metrics">Dev metrics (95% bootstrap intervals)</h2>
 <table><tr><th>metric</th>{head}</tr>{rows}</table>
 {paired_table}
@@ -62,12 +63,13 @@ figure {{ display: inline-block; margin: 0 1em 1em 0 }}</style></head><body>
     return page
 
 
-def compare_figures(page: Path, runs: list[Path], results: dict) -> list[str]:
-    """Loss and dev-metric curves of every run in one PNG each, beside the page."""
+def compare_figures(page: Path, runs: list[Path], metric: str) -> list[str]:
+    """Loss and dev ``metric`` curves of every run in one PNG each, beside the page."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import numpy as np
 
     stem = page.with_suffix("")
     figures = []
@@ -75,11 +77,10 @@ def compare_figures(page: Path, runs: list[Path], results: dict) -> list[str]:
         fig, ax = plt.subplots(figsize=(6, 3.2))
         for run in runs:
             rows = read_jsonl(run / source)
-            metric = results[str(run)].get("metric", "accuracy")
-            ys = [r[key][metric] if key == "dev" else r[key] for r in rows]
+            ys = [r[key].get(metric, np.nan) if key == "dev" else r[key] for r in rows]
             ax.plot([r["step"] for r in rows], ys, "o-" if key == "dev" else "-", label=run.name)
         ax.set_xlabel("optimizer step")
-        ax.set_ylabel("training loss" if key == "loss" else "dev metric")
+        ax.set_ylabel("training loss" if key == "loss" else f"dev {metric}")
         ax.legend()
         ax.grid(alpha=0.3)
         path = stem.with_name(f"{stem.name}_{name}.png")

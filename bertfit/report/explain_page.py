@@ -60,7 +60,7 @@ td {{ padding: 0.1em 0.6em }}
 <table>{probs}</table>
 <h2>Integrated gradients of the {quantity}</h2>
 <p id="attribution-target">The word scores add up to the {escape(result["attribution_target"])}:
-{quantity} moved {result["output_difference"]:+.4f}, from {result["baseline_output"]:+.4f} for the
+the {quantity} moved {result["output_difference"]:+.4f}, from {result["baseline_output"]:+.4f} for the
 {escape(result["baseline"])} baseline to {result["output"]:+.4f} for this text (scores sum to
 <span id="attribution-sum">{result["attribution_sum"]:+.4f}</span>; {result["steps"]} steps).
 A {escape(result["target_output"])}, not a probability.</p>

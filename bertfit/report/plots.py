@@ -1,5 +1,6 @@
-"""The run report's figures: loss, learning rate, throughput, metric curves, confusion matrix and a
-reliability diagram, each a PNG beside the page."""
+"""The run report's figures: loss, learning rate, throughput, metric curves, confusion matrix, a
+reliability diagram and (for a cosine bi-encoder) predicted against gold scores, each a PNG beside
+the page."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ import numpy as np
 
 from bertfit.files import save_file_atomic
 from bertfit.rundir import PLOTS
+
+SCATTER = "scatter.png"  # a bi-encoder's predicted cosine against the gold score
 
 
 def expected_calibration_error(confidence, correct, bins: int = 10) -> tuple[float, list[dict]]:
@@ -64,8 +67,10 @@ def run_plots(run: Path, steps, evals, results, predictions, labels) -> dict[str
     matrix = results.get("dev", {}).get("confusion_matrix")
     if matrix:
         written |= confusion_plot(run, np.asarray(matrix), labels)
-    if predictions:
+    if predictions and "probabilities" in predictions[0]:  # classes: how far to trust them
         written |= calibration_plot(run, predictions)
+    elif predictions and "predicted" in predictions[0]:  # scores (a cosine bi-encoder)
+        written |= scatter_plot(run, predictions, results.get("dev", {}))
     return written
 
 
@@ -97,7 +102,8 @@ def curve_plots(run: Path, steps: list[dict], evals: list[dict], metric: str) ->
         ax.legend()
         ax.grid(alpha=0.3)
         save_figure(fig, run / PLOTS["metrics"])
-        written[PLOTS["metrics"]] = f"train accuracy and dev {metric} at each evaluation"
+        train = "train accuracy and " if all("train_accuracy" in e for e in evals) else ""
+        written[PLOTS["metrics"]] = f"{train}dev {metric} at each evaluation"
     return written
 
 
@@ -140,3 +146,21 @@ def calibration_plot(run: Path, predictions: list[dict]) -> dict[str, str]:
     ax.legend(loc="upper left")
     save_figure(fig, run / PLOTS["calibration"])
     return {PLOTS["calibration"]: f"reliability diagram, expected calibration error {ece:.4f}"}
+
+
+def scatter_plot(run: Path, predictions: list[dict], dev: dict) -> dict[str, str]:
+    """Predicted score (a bi-encoder's cosine) against the gold score, one point per dev pair."""
+    import matplotlib.pyplot as plt
+
+    gold = [p["label"] for p in predictions]
+    predicted = [p["predicted"] for p in predictions]
+    fig, ax = plt.subplots(figsize=(4.6, 4.2))
+    ax.scatter(gold, predicted, s=10, alpha=0.5, color="#3c64dc", edgecolors="none")
+    ax.set_xlabel("gold score")
+    ax.set_ylabel("predicted cosine similarity")
+    ax.grid(alpha=0.3)
+    figures = ", ".join(f"{k} {dev[k]:.3f}" for k in ("spearman", "pearson") if k in dev)
+    ax.set_title(f"dev ({figures})" if figures else "dev")
+    save_figure(fig, run / SCATTER)
+    detail = f" ({figures})" if figures else ""
+    return {SCATTER: f"predicted cosine against gold score, {len(gold)} dev pairs{detail}"}

@@ -10,6 +10,7 @@ loads what bertfit saved and embeds the same way.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 from dataclasses import dataclass, field
@@ -26,8 +27,18 @@ from bertfit.data.memory import is_text_list, read_source, require_texts
 from bertfit.data.packing import Packed, Tokenizer, iterate_batches, pack_texts, sorted_batches
 from bertfit.errors import ModelError
 from bertfit.models.pooling import Pooling, pool, read_pooling
-from bertfit.rundir import EMBEDDING, RESULTS, is_finished, is_run_dir, read_meta
+from bertfit.rundir import (
+    CHECKPOINT_PREFIX,
+    EMBEDDING,
+    RESULTS,
+    is_embedding_run,
+    is_finished,
+    is_run_dir,
+    read_meta,
+)
 from bertfit.runtime import autocast, pick_device, pick_precision
+
+log = logging.getLogger("bertfit")
 
 
 @dataclass
@@ -100,31 +111,77 @@ class Embedder:
 
 
 def load_embedder(spec: str, device: str = "auto", precision: str = "auto") -> Embedder:
-    """An ``Embedder`` from a bertfit run directory or any encoder spec ``--model`` accepts."""
+    """An ``Embedder`` from a finished bi-encoder run directory or any encoder spec ``--model``
+    accepts (``default``, a folder, a hub name).
+
+    ``precision``: ``"auto"`` runs the encoder under bf16 autocast where the CPU or GPU supports
+    bf16 (fast; the default encoder's vectors then differ from sentence-transformers' fp32 ones
+    by up to about 2e-3 per component), ``"fp32"`` gives sentence-transformers' vectors (to
+    about 3e-7), ``"bf16"`` forces bf16. Example: ``load_embedder("runs/sts", precision="fp32").encode(["a text"])``.
+    """
+    folder = Path(spec)
+    if is_run_dir(folder):
+        _check_bi_encoder_run(folder)
+    return open_embedder(spec, device, precision)
+
+
+def is_bi_encoder_run(path: str | os.PathLike) -> bool:
+    """A bi-encoder run directory, or one of its checkpoint folders."""
+    folder = Path(path)
+    in_run = folder.name.startswith(CHECKPOINT_PREFIX) and is_embedding_run(folder.parent)
+    return is_embedding_run(folder) or in_run
+
+
+def load_bi_encoder_run(
+    run_dir: str | os.PathLike,
+    device: str = "auto",
+    checkpoint: str | None = None,
+    precision: str = "auto",
+) -> Embedder:
+    """What ``bertfit.load`` gives for a bi-encoder run: its ``Embedder`` (``encode`` texts,
+    ``similarity`` of pairs); ``checkpoint`` (best, last, a step) loads one of its checkpoints.
+
+    Example: ``bertfit.load("runs/sts").similarity(["A plane takes off."], ["A jet departs."])``.
+    """
+    folder = Path(run_dir)
+    if checkpoint is not None:
+        from bertfit.training.checkpoint import find_checkpoint
+
+        folder = find_checkpoint(folder, checkpoint).path
+    if folder.name.startswith(CHECKPOINT_PREFIX):  # a checkpoint is a sentence-transformers model
+        return open_embedder(str(folder), device, precision)
+    return load_embedder(str(folder), device, precision)
+
+
+def _check_bi_encoder_run(folder: Path) -> None:
+    """A run directory embeds only if it is a finished bi-encoder run."""
+    try:
+        problem = read_meta(folder).problem
+    except (OSError, ValueError, TypeError) as err:
+        raise ModelError(f"{folder}: damaged run files ({err})") from None
+    if problem != EMBEDDING:
+        raise ModelError(
+            f"{folder}: a {problem.replace('_', ' ')} run "
+            "(a cross-encoder); embed with a bi-encoder run or an encoder such as 'default'"
+        )
+    if not is_finished(folder):
+        from bertfit.training.checkpoint import last_checkpoint
+
+        last = last_checkpoint(folder)
+        use = f", or use a checkpoint as the model: {last.path}" if last else ""
+        raise ModelError(
+            f"{folder}: the run did not finish (no {RESULTS}); resume it with "
+            f"'bertfit train --resume {folder}'{use}"
+        )
+
+
+def open_embedder(spec: str, device: str = "auto", precision: str = "auto") -> Embedder:
+    """``load_embedder`` without the run-directory checks: also a bi-encoder run that is being
+    finished (no results.json yet)."""
     from bertfit.models.classifier import load_tokenizer
     from bertfit.models.encoders import one_line, resolve_encoder
     from bertfit.runtime import quiet_transformers
 
-    folder = Path(spec)
-    if is_run_dir(folder):
-        try:
-            problem = read_meta(folder).problem
-        except (OSError, ValueError, TypeError) as err:
-            raise ModelError(f"{folder}: damaged run files ({err})") from None
-        if problem != EMBEDDING:
-            raise ModelError(
-                f"{folder}: a {problem.replace('_', ' ')} run "
-                "(a cross-encoder); embed with a bi-encoder run or an encoder such as 'default'"
-            )
-        if not is_finished(folder):
-            from bertfit.training.checkpoint import last_checkpoint
-
-            last = last_checkpoint(folder)
-            use = f", or use a checkpoint as the model: {last.path}" if last else ""
-            raise ModelError(
-                f"{folder}: the run did not finish (no {RESULTS}); resume it with "
-                f"'bertfit train --resume {folder}'{use}"
-            )
     encoder = resolve_encoder(spec)
     if encoder.kind != "hf":
         raise ModelError(f"{spec}: sentence embeddings need a Hugging Face-format encoder")
@@ -153,18 +210,19 @@ def load_embedder(spec: str, device: str = "auto", precision: str = "auto") -> E
     )
 
 
-def corpus_key(embedder: Embedder, path: Path, normalize: bool) -> str:
-    """A short hash naming a cached embedding of ``path``: model, pooling and file content."""
+def corpus_key(embedder: Embedder, texts: list[str], normalize: bool) -> str:
+    """A short hash naming a cached embedding: the model (and its weights' size and time), its
+    pooling and precision, and the very texts embedded (so another column or reading option of
+    the same file is another key)."""
     import hashlib
 
     digest = hashlib.sha256()
     weights = [embedder.path / n for n in ("model.safetensors", "pytorch_model.bin")]
     stamp = [(w.stat().st_size, w.stat().st_mtime_ns) for w in weights if w.exists()]
-    identity = [str(embedder.path), stamp, embedder.pooling.__dict__, normalize]
+    identity = [str(embedder.path), stamp, embedder.pooling.__dict__, normalize, embedder.precision]
     digest.update(json.dumps(identity).encode())
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
+    for text in texts:
+        digest.update(text.encode("utf-8") + b"\0")
     return digest.hexdigest()[:16]
 
 
@@ -227,14 +285,17 @@ def save_vectors(path: str | os.PathLike, vectors: np.ndarray) -> None:
 def cached_corpus_vectors(
     embedder: Embedder, path: Path, texts: list[str], batch_size: int, progress: bool, cache: bool
 ) -> np.ndarray:
-    """Normalised corpus vectors, from ``<corpus>.<key>.emb.npy`` beside the corpus when present."""
+    """Normalised corpus vectors, kept in the bertfit cache (``$BERTFIT_CACHE/search/``, never in
+    the user's data folder) for the next search of the same texts with the same model."""
+    from bertfit.data.download import cache_root
     from bertfit.files import atomic_open
 
-    stored = path.with_name(f"{path.name}.{corpus_key(embedder, path, True)}.emb.npy")
+    stored = cache_root() / "search" / f"{path.name}.{corpus_key(embedder, texts, True)}.npy"
     if cache and stored.is_file():
         try:
             vectors = np.load(stored, allow_pickle=False)
             if vectors.ndim == 2 and vectors.shape[0] == len(texts):
+                log.info(f"corpus vectors from the cache: {stored}")
                 return vectors
         except (OSError, ValueError, EOFError):
             pass  # damaged: embed again
@@ -243,6 +304,7 @@ def cached_corpus_vectors(
         try:
             with atomic_open(stored, "wb") as handle:
                 np.save(handle, vectors, allow_pickle=False)
+            log.info(f"corpus vectors cached in {stored} (--no-cache to skip)")
         except OSError:
-            pass  # a read-only corpus folder only costs the next search some time
+            pass  # an unwritable cache only costs the next search some time
     return vectors

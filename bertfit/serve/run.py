@@ -241,7 +241,7 @@ def load(run_dir: str | Path, device: str = "auto", checkpoint: str | None = Non
     if meta.is_embedding:
         raise ModelError(
             f"{directory}: a bi-encoder (sentence embeddings) run; use 'bertfit similarity', "
-            "'embed' or 'search' with it"
+            f"'embed' or 'search' with it, or bertfit.load_embedder('{directory}') in Python"
         )
     weights = directory
     if checkpoint is not None:

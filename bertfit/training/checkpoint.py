@@ -109,7 +109,9 @@ def _without_checkpoints(run_dir: Path, which: str) -> Checkpoint:
     construction), with a note; anything else is refused, saying why there is none."""
     if not is_finished(run_dir):
         never = _saved_none(run_dir)
-        raise ModelError(f"{run_dir}: has no complete checkpoint" + (f" ({never})" if never else ""))
+        raise ModelError(
+            f"{run_dir}: has no complete checkpoint" + (f" ({never})" if never else "")
+        )
     why = _saved_none(run_dir) or (
         "its checkpoints were removed when the run finished (train with --keep-checkpoints "
         "to keep them)"
@@ -152,7 +154,11 @@ def drop_checkpoints(run_dir: Path) -> list[str]:
     names = []
     for checkpoint in list_checkpoints(run_dir):
         doomed = checkpoint.path.with_name(f".{checkpoint.path.name}.drop.tmp")
-        os.replace(checkpoint.path, doomed)
+        try:
+            os.replace(checkpoint.path, doomed)
+        except OSError as err:  # the run has finished all the same: say so, do not fail it
+            log.warning(f"warning: could not remove {checkpoint.path} ({err})")
+            continue
         names.append(checkpoint.path.name)
     _fsync_dir(run_dir)
     remove_stale_temporaries(run_dir)

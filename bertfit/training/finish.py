@@ -7,20 +7,28 @@ import json
 import logging
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from bertfit import __version__
 from bertfit.data.examples import Examples
-from bertfit.data.labels import MULTI, SINGLE
+from bertfit.data.labels import MULTI, SINGLE, label_targets
 from bertfit.evaluation.metrics import softmax, with_intervals
 from bertfit.files import atomic_open, write_json
+from bertfit.models.biencoder import (
+    load_nli_head,
+    nearest_positives,
+    pair_scores,
+    score_pairs_with_intervals,
+)
 from bertfit.models.classifier import load_classifier
 from bertfit.report.card import write_model_card
 from bertfit.report.page import build_report
 from bertfit.rundir import CARD, DEV_PREDICTIONS, EMBEDDING, REPORT, RESULTS, is_embedding_run
-from bertfit.serve.embed import load_embedder
+from bertfit.runtime import pick_precision
+from bertfit.serve.embed import load_embedder, open_embedder
 from bertfit.serve.run import compute_logits, load
-from bertfit.training.inputs import TrainingData
+from bertfit.training.inputs import TrainingData, positive_pairs
 from bertfit.training.objectives import Split, prepare_split
 
 log = logging.getLogger("bertfit")
@@ -106,22 +114,91 @@ def finish_classifier(
 
 
 def finish_bi_encoder(summary: dict, config, data: TrainingData, output: Path, device):
+    """Score the bi-encoder as saved on dev (and a labelled test split) with 95% bootstrap
+    intervals, write results.json, the model card, the dev predictions and the report, and
+    return its ``Embedder``."""
+    dtype = pick_precision(config.precision, device)
+    objective = config.objective
     summary.update(
         problem=EMBEDDING,
-        objective=config.objective,
+        objective=objective,
         train_examples=len(data.train),
         dev_examples=len(data.dev),
+        device=str(device),
+        precision=precision_name(dtype),
     )
+    if objective == "softmax":
+        summary["labels"] = data.labels
+    embedder = open_embedder(str(output), str(device), config.precision)
+    score = bi_encoder_scorer(embedder, objective, data.labels, output)
+    log.info(f"scoring the best model (step {summary['best_step']}) on {len(data.dev):,} dev pairs")
+    best_dev, per_pair = score(data.dev)
+    summary["dev_ci"] = best_dev.pop("ci")
+    write_bi_encoder_predictions(output, data.dev, objective, per_pair, data.labels)
+    test = data.test
+    if test is not None and objective == "contrastive" and data.task:
+        test = positive_pairs(test, data.task)
+    if test is not None and (test.labels is not None or objective == "contrastive"):
+        summary["test"], _ = score(test)
+        summary["test_ci"], summary["test_split"] = summary["test"].pop("ci"), data.test_name
     write_outputs(output, summary)
+    log.info(f"writing {REPORT}")
+    build_report(output)
+    metric = summary["metric"]
+    log.info(f"done: best dev {metric} {summary['dev'][metric]:.4f}; run in {output}")
     log.info(
-        f"done: best dev {summary['metric']} {summary['dev'][summary['metric']]:.4f}; run in {output}"
+        f"wrote {output}: a sentence-transformers model, {CARD} (model card) and {REPORT} "
+        f"(curves, dev metrics with intervals)\nnext: bertfit similarity {output} --text '...' "
+        f"--pair '...'   (or bertfit embed / search {output} ...; bertfit.load('{output}') or "
+        f"SentenceTransformer('{output}') in Python)"
     )
-    log.info(
-        f"wrote {output}: a sentence-transformers model and {CARD} (model card)\n"
-        f"next: bertfit similarity {output} --text '...' --pair '...'   (or bertfit embed / "
-        f"search {output} ...; SentenceTransformer('{output}') in Python)"
-    )
-    return load_embedder(str(output), str(device))
+    return load_embedder(str(output), str(device), config.precision)
+
+
+def bi_encoder_scorer(embedder, objective: str, labels: list[str], output: Path):
+    """``score(examples) -> (metrics with "ci", per-pair scores)``: both texts embedded as
+    training embedded them (pooled, not normalised), then the objective's dev metric."""
+    width = embedder.model.config.hidden_size
+    head = load_nli_head(output, width, len(labels)) if objective == "softmax" else None
+
+    def score(examples: Examples) -> tuple[dict, dict]:
+        u, v = (
+            torch.from_numpy(embedder.encode(texts, batch_size=128, normalize=False))
+            for texts in (examples.texts, examples.pairs)
+        )
+        y = None
+        if objective == "cosine":
+            y = np.asarray(examples.labels, dtype=np.float64)
+        elif objective == "softmax":
+            y = label_targets(examples.labels, labels, "single")
+        scores = pair_scores(objective, u, v, head)
+        per_pair = {"scores": scores, "nearest": None}
+        if objective == "contrastive":
+            per_pair["nearest"] = nearest_positives(u, v).numpy()
+        return score_pairs_with_intervals(objective, y, scores, labels), per_pair
+
+    return score
+
+
+def write_bi_encoder_predictions(
+    output: Path, examples: Examples, objective: str, per_pair: dict, labels: list[str]
+) -> None:
+    """One line per dev pair, for the report: cosine: gold score and predicted cosine;
+    contrastive: whether the pair's own positive was the nearest, and which text was;
+    softmax: as a classifier's (label, prediction, probabilities)."""
+    scores = per_pair["scores"]
+    if objective == "softmax":
+        write_dev_predictions(output, examples, softmax(scores), labels)
+        return
+    with atomic_open(output / DEV_PREDICTIONS, "w", encoding="utf-8") as handle:
+        for i, text in enumerate(examples.texts):
+            record = {"text": text, "pair": examples.pairs[i]}
+            if objective == "cosine":
+                record |= {"label": float(examples.labels[i]), "predicted": float(scores[i])}
+            else:
+                nearest = int(per_pair["nearest"][i])
+                record |= {"hit": bool(scores[i]), "nearest": examples.pairs[nearest]}
+            handle.write(json.dumps(record, ensure_ascii=False) + "\n")
 
 
 def warn_if_one_class(metrics: dict, labels: list[str], examples: int) -> None:

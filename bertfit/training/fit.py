@@ -186,7 +186,7 @@ def _interrupted(stop: StopSignals, step: int, path: Path | None, output: Path) 
     name = signal.Signals(stop.requested).name
     return Interrupted(
         f"{name} at step {step}: stopped without a checkpoint (--save-total-limit 0 saves none), "
-        f"so the run cannot be resumed; train it again with --overwrite --output {output}",
+        "so the run cannot be resumed; run the same command with --overwrite to train it again",
         stop.exit_code,
     )
 

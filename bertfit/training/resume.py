@@ -43,6 +43,7 @@ RESUMABLE_CHANGES = {
     "download",
     "save_steps",
     "save_total_limit",
+    "keep_checkpoints",
     "tensorboard",
     "skip_nonfinite",
 }
@@ -85,9 +86,24 @@ def resolve_resume(config: TrainConfig):
     checkpoint = last_checkpoint(run_dir)
     remove_stale_temporaries(run_dir)
     if checkpoint is None:
-        log.info(f"{run_dir} has no complete checkpoint yet; starting the run again")
+        _start_again(run_dir, auto, saved_none=saved.get("save_total_limit") == 0)
         return dataclasses.replace(merged, resume=None, overwrite=True), None
     return merged, checkpoint
+
+
+def _start_again(run_dir: Path, auto: bool, saved_none: bool) -> None:
+    """No checkpoint to resume from: the run starts again, except that ``--resume RUN`` of a run
+    trained to save none (--save-total-limit 0) says so rather than quietly starting over."""
+    if not saved_none:
+        log.info(f"{run_dir} has no complete checkpoint yet; starting the run again")
+        return
+    why = f"{run_dir} was trained with --save-total-limit 0, so it has no checkpoint to resume from"
+    if not auto:
+        raise ConfigError(
+            f"--resume {run_dir}: {why}; run its training command again with --overwrite "
+            "(or with --resume auto)"
+        )
+    log.info(f"{why}; starting the run again")
 
 
 def _merge_saved_config(config: TrainConfig, saved: dict, source: Path) -> TrainConfig:
@@ -107,5 +123,6 @@ def _merge_saved_config(config: TrainConfig, saved: dict, source: Path) -> Train
             f"{source}: a resumed run keeps its settings, but the command changes "
             f"{'; '.join(conflicts)}; drop those options or start a new run with another --output"
         )
-    values["resume"] = config.resume
+    # how the run was started, not a setting: a run first trained with --overwrite still resumes
+    values["resume"], values["overwrite"] = config.resume, config.overwrite
     return TrainConfig(**values)

@@ -102,7 +102,9 @@ def _train(config: TrainConfig, train_rows: Source, dev_rows: Source) -> Any:
         state = run_loop(
             objective.trainee, config, device, dtype, output, checkpoint, objective.fingerprint
         )
-        finished = _finish(objective, state, config, data, tokenizer, output, device, dtype, encoder)
+        finished = _finish(
+            objective, state, config, data, tokenizer, output, device, dtype, encoder
+        )
         drop_finished_checkpoints(output, config.keep_checkpoints)
         return finished
 
