@@ -279,6 +279,7 @@ BAD_FILES = [
     [case[1:] for case in BAD_FILES],
     ids=[case[0] for case in BAD_FILES],
 )
+@pytest.mark.slow
 def test_bad_training_file(tiny_bert, tmp_path, capsys, name, content, extra, expected):
     path = tmp_path / name
     path.write_bytes(content)
@@ -342,6 +343,7 @@ def with_controls(rows: list[dict], controls: str) -> list[dict]:
 ASCII_CONTROLS = "\x01\x02\x07\x08\x0b\x0c\x1b\x1c\x1d\x1e\x1f\x7f\u200b\ufeff"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("suffix", [".csv", ".tsv", ".jsonl"])
 def test_control_characters_train_fine(tiny_bert, tmp_path, capsys, suffix):
     train = write_rows(tmp_path / f"train{suffix}", with_controls(good_rows(), ASCII_CONTROLS))
@@ -378,6 +380,7 @@ def megabyte_review() -> str:
     return MARKER + " " + " ".join(words)
 
 
+@pytest.mark.slow
 def test_a_one_megabyte_review_trains_and_predicts(tiny_bert, trained, tmp_path, capsys):
     big = megabyte_review()
     rows = good_rows() + [{"text": big, "label": "pos"}]

@@ -36,6 +36,7 @@ def bi_runs(tiny_bert, tmp_path_factory) -> dict[str, Path]:
     return runs
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("objective", list(METRIC))
 def test_results_card_and_report_carry_intervals(bi_runs, objective):
     run, metric = bi_runs[objective], METRIC[objective]
@@ -54,6 +55,7 @@ def test_results_card_and_report_carry_intervals(bi_runs, objective):
     assert "confidently wrong" in page if objective == "softmax" else "Per class" not in page
 
 
+@pytest.mark.slow
 def test_cosine_report_renders_the_scatter_and_rebuilds(bi_runs, tmp_path):
     from tests.test_pages import CHROMIUM, FLAGS
 
@@ -102,6 +104,7 @@ def test_load_gives_an_embedder_and_run_load_names_load_embedder(bi_runs, capsys
     assert "bertfit.load_embedder(" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_fp32_gives_sentence_transformers_vectors_and_bf16_is_close(bi_runs):
     from sentence_transformers import SentenceTransformer
 

@@ -91,6 +91,7 @@ def pair_training(train, model, out, objective: str) -> list[str]:
         ("softmax", "accuracy", 0.7),
     ],
 )
+@pytest.mark.slow
 def test_each_objective_learns_the_marker_task(
     tiny_bert, tmp_path, cache_env, objective, metric, floor
 ):
@@ -106,6 +107,7 @@ def test_each_objective_learns_the_marker_task(
     assert meta["problem"] == "embedding" and meta["objective"] == objective
 
 
+@pytest.mark.slow
 def test_trained_run_loads_in_sentence_transformers_with_the_same_embeddings(
     tiny_bert, tmp_path, cache_env, capsys
 ):
@@ -144,6 +146,7 @@ def test_trained_run_loads_in_sentence_transformers_with_the_same_embeddings(
     assert "bertfit similarity" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_objective_must_fit_the_task_and_contrastive_keeps_positive_pairs(
     tiny_bert, tmp_path, cache_env, capsys, monkeypatch
 ):

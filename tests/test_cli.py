@@ -52,6 +52,7 @@ def single_run(tiny_bert, tmp_path_factory):
     return {"dir": out, "dev": dev, "root": root}
 
 
+@pytest.mark.slow
 def test_train_learns_and_writes_a_complete_run(single_run):
     out = single_run["dir"]
     for name in (
@@ -137,6 +138,7 @@ def test_transformers_reloads_run_with_same_logits(single_run):
     assert (ours.argmax(-1) == theirs.argmax(-1)).all()
 
 
+@pytest.mark.slow
 def test_python_api_train_and_predict(tiny_bert, tmp_path, cache_env):
     import bertfit
 
@@ -157,6 +159,7 @@ def test_python_api_train_and_predict(tiny_bert, tmp_path, cache_env):
     assert len(preds) == 2 and set(preds[0]["probabilities"]) == {"neg", "pos"}
 
 
+@pytest.mark.slow
 def test_pair_task_end_to_end(tiny_bert, tmp_path, cache_env, capsys):
     train = write_rows(tmp_path / "pairs.tsv.gz", marker_rows(400, seed=3, pair=True))
     out = tmp_path / "nli"
@@ -190,6 +193,7 @@ def test_pair_task_end_to_end(tiny_bert, tmp_path, cache_env, capsys):
     assert "--pair" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_d2l_checkpoint_trains_through_the_same_pipeline(tmp_path, cache_env):
     from bertfit.models.d2l import D2LBertForSequenceClassification, D2LConfig
     from tests.conftest import WORDS
@@ -228,6 +232,7 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "bertfit", *args], capture_output=True, text=True)
 
 
+@pytest.mark.slow
 def test_errors_are_one_line_with_exit_code_2(tiny_bert, tmp_path, cache_env):
     good = write_rows(tmp_path / "good.csv", marker_rows(40, seed=1))
     (tmp_path / "badjson.jsonl").write_text('{"text": "a", "label": 1}\n{"text": \n')
@@ -264,6 +269,7 @@ def test_errors_are_one_line_with_exit_code_2(tiny_bert, tmp_path, cache_env):
     assert "Traceback" in debug.stderr
 
 
+@pytest.mark.slow
 def test_unknown_hub_model_offline_says_how_to_supply_a_folder(tmp_path):
     good = write_rows(tmp_path / "good.csv", marker_rows(20, seed=1))
     result = run_cli(
@@ -282,6 +288,7 @@ def test_unknown_hub_model_offline_says_how_to_supply_a_folder(tmp_path):
     )
 
 
+@pytest.mark.slow
 def test_existing_output_needs_overwrite_and_unfinished_run_is_refused(
     single_run, tmp_path, tiny_bert
 ):
@@ -352,6 +359,7 @@ def test_layer_lr_decay_groups(tiny_bert):
     assert all(p.ndim < 2 for g in no_decay for p in g["params"])
 
 
+@pytest.mark.slow
 def test_quickstart_runs_on_the_bundled_sample(tmp_path, cache_env, capsys):
     assert (
         main(

@@ -150,6 +150,7 @@ def checkpointed_run(tiny_bert, tmp_path_factory):
     return {"dir": out, "dev": dev}
 
 
+@pytest.mark.slow
 def test_a_checkpoint_folder_loads_like_its_run_with_checkpoint(checkpointed_run):
     run_dir = checkpointed_run["dir"]
     by_path = bertfit.load(run_dir / "checkpoint-4", device="cpu")

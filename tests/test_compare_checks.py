@@ -104,6 +104,7 @@ def test_only_shared_metrics_are_compared_and_the_rest_is_said(tmp_path, capsys)
     assert text.startswith("note: the runs picked their best model by different metrics")
 
 
+@pytest.mark.slow
 def test_paired_test_matches_labels_listed_in_another_order(single_run, tmp_path, capsys):  # noqa: F811
     from safetensors.torch import load_file, save_file
 

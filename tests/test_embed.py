@@ -96,6 +96,7 @@ def test_search_finds_the_planted_neighbour_and_caches(st_tiny, tmp_path, capsys
     assert capsys.readouterr().out.splitlines()[1].endswith(planted)
 
 
+@pytest.mark.slow
 def test_embed_command_writes_npy_for_many_texts(st_tiny, tmp_path):
     texts = [f"song {i % 7} and story {i % 11}" for i in range(10000)]
     src = write_rows(tmp_path / "in.tsv", [{"text": t} for t in texts])

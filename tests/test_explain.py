@@ -24,6 +24,7 @@ def test_word_pieces_merge_into_words():
     assert words[0]["attention"] == pytest.approx(0.3)  # the strongest piece
 
 
+@pytest.mark.slow
 def test_integrated_gradients_are_complete_and_the_marker_matters(single_run):  # noqa: F811
     import bertfit
 

@@ -23,6 +23,7 @@ def _logits(run, text: str) -> torch.Tensor:
     return out.logits[0]
 
 
+@pytest.mark.slow
 def test_the_json_names_the_logit_it_attributes(single_run):  # noqa: F811
     import bertfit
 

@@ -38,6 +38,7 @@ def listing(folder: Path) -> list[str]:
     return sorted(str(p.relative_to(folder)) for p in folder.rglob("*"))
 
 
+@pytest.mark.slow
 def test_export_writes_only_what_a_hub_needs_and_transformers_loads_it(run, tmp_path, capsys):
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
@@ -133,6 +134,7 @@ def test_export_format_lists_its_choices(run, tmp_path, capsys):
     assert "--format {hf}" in err and "invalid choice: 'onnx'" in err
 
 
+@pytest.mark.slow
 def test_a_bi_encoder_export_loads_in_sentence_transformers(tiny_bert, tmp_path, cache_env):
     from sentence_transformers import SentenceTransformer
 

@@ -184,6 +184,7 @@ def check_examples(examples: Examples, columns: Columns, with_labels: bool, kind
     skip_bad_rows=st.booleans(),
     limit=st.none() | st.integers(1, 3),
 )
+@pytest.mark.slow
 def test_readers_return_examples_or_a_bertfit_error(
     scratch, content, columns, with_labels, kind, skip_bad_rows, limit
 ):

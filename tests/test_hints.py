@@ -50,6 +50,7 @@ def test_commands_that_read_files_accept_skip_bad_rows(command):
     assert command in COMMANDS
 
 
+@pytest.mark.slow
 def test_predict_takes_the_advice_it_gives(tiny_bert, tmp_path, capsys):
     rows = [
         {"text": f"a {w} film", "label": "pos" if i % 2 else "neg"}

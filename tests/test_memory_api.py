@@ -83,6 +83,7 @@ def pair_run(tiny_bert, tmp_path_factory) -> dict:
 # ---- train -------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", KINDS)
 def test_train_on_rows_writes_a_complete_run(runs, kind):
     out = runs[kind]["dir"]
@@ -191,6 +192,7 @@ def test_rows_and_a_file_for_the_same_side_are_not_silently_mixed(tiny_bert, tmp
     assert meta["config"]["train"] != str(path)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", KINDS)
 def test_pair_run_predicts_rows_like_texts_and_pairs(pair_run, kind):
     run = bertfit.load(pair_run["dir"], device="cpu")
@@ -252,6 +254,7 @@ def parquet_run(tiny_bert, tmp_path_factory, data) -> dict:
     return {"dir": out, "root": root, "dev": dev}
 
 
+@pytest.mark.slow
 def test_train_on_parquet_files(parquet_run, runs):
     results = json.loads((parquet_run["dir"] / "results.json").read_text())
     assert results["train_examples"] == 40 and results["dev_examples"] == 16

@@ -90,6 +90,7 @@ def test_labels_with_one_row_each_leave_no_dev_rows(tiny_bert, tmp_path, capsys)
 # ---- 2: labels that are clearly of another kind ------------------------------------------------
 
 
+@pytest.mark.slow
 def test_float_scores_without_regression_are_stopped(tiny_bert, tmp_path, capsys):
     rng = random.Random(0)
     rows = [
@@ -135,6 +136,7 @@ def test_a_single_predicted_class_is_warned_about(tiny_bert, tmp_path, caplog):
 # ---- 3: empty inputs are refused everywhere ------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_empty_texts_are_refused(named_run, capsys):
     run_dir = str(named_run["dir"])
     refused(capsys, ["predict", run_dir, "--text", ""], "--text is empty")
@@ -206,6 +208,7 @@ def test_bad_label_names_are_config_problems(tiny_bert, tmp_path, capsys):
     )
 
 
+@pytest.mark.slow
 def test_the_end_of_a_run_says_what_was_written_and_what_next(tiny_bert, tmp_path, caplog):
     caplog.set_level(logging.INFO, logger="bertfit")
     train = write_rows(tmp_path / "t.csv", marker_rows(40, 4))

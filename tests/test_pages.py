@@ -55,6 +55,7 @@ def not_blank(png: bytes) -> bool:
     return len(image.resize((200, 150)).getcolors(maxcolors=1 << 16) or []) > 20
 
 
+@pytest.mark.slow
 def test_explanation_page_renders_with_its_scores(single_run, tmp_path, capsys):  # noqa: F811
     page = tmp_path / "why.html"
     args = ["explain", str(single_run["dir"]), "--text", "great scene", "--steps", "10"]
@@ -79,6 +80,7 @@ def test_explain_output_must_be_html(single_run, tmp_path, capsys):  # noqa: F81
     assert "--output must end in .html" in capsys.readouterr().err and not out.exists()
 
 
+@pytest.mark.slow
 def test_run_report_has_every_part_and_renders(single_run, tmp_path):  # noqa: F811
     from playwright.sync_api import sync_playwright
 
@@ -128,6 +130,7 @@ def test_calibration_error_on_exact_numbers():
     assert [b["n"] for b in table] == [2, 2]
 
 
+@pytest.mark.slow
 def test_compare_two_runs_page_and_paired_test(single_run, tiny_bert, tmp_path, capsys):  # noqa: F811
     from playwright.sync_api import sync_playwright
 

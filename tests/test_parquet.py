@@ -177,6 +177,7 @@ def test_class_label_names_from_the_hugging_face_metadata(tmp_path):
     assert class_label_names(plain, "label") is None
 
 
+@pytest.mark.slow
 def test_train_predict_and_evaluate_on_parquet_files(tiny_bert, tmp_path, cache_env, capsys):
     def table(rows):
         return {"text": [r["text"] for r in rows], "label": [r["label"] for r in rows]}

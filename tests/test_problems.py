@@ -57,6 +57,7 @@ def test_multilabel_metrics_and_thresholds():
     assert 0.1 < cut[1] <= 0.3
 
 
+@pytest.mark.slow
 def test_bootstrap_interval_covers_the_true_rate():
     """In a simulation with a known accuracy of 0.8, about 95% of the intervals contain it."""
     from bertfit.evaluation.metrics import bootstrap_intervals, classification_metrics
@@ -122,6 +123,7 @@ def score_rows(n: int, seed: int) -> list[dict]:
     return rows
 
 
+@pytest.mark.slow
 def test_regression_end_to_end(tiny_bert, tmp_path, cache_env, capsys):
     train = write_rows(tmp_path / "train.csv", score_rows(400, 1))
     dev = write_rows(tmp_path / "dev.csv", score_rows(100, 2))
@@ -159,6 +161,7 @@ def test_regression_end_to_end(tiny_bert, tmp_path, cache_env, capsys):
     assert code == 2 and "spearman" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_multi_label_end_to_end(tiny_bert, tmp_path, cache_env, capsys):
     train = write_rows(tmp_path / "train.jsonl", multi_rows(400, 1))
     dev_rows = [{**r, "label": "|".join(r["label"])} for r in multi_rows(100, 2)]
@@ -218,6 +221,7 @@ def test_flag_combinations_are_checked(tmp_path, capsys):
         assert not (tmp_path / "o").exists()
 
 
+@pytest.mark.slow
 def test_tensorboard_gets_the_report_scalars(tiny_bert, tmp_path, cache_env):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 

@@ -70,6 +70,7 @@ def multi_run(tiny_bert, tmp_path_factory) -> dict:
     return {"dir": out, "dev": dev, "root": root, "results": results}
 
 
+@pytest.mark.slow
 def test_checkpoints_load_the_thresholds_tuned_with_them(multi_run):
     """Before: the trainer state kept the thresholds under ``kept`` and ``load(checkpoint=...)``
     read ``thresholds``, found none and decided every label at 0.5."""
@@ -135,6 +136,7 @@ def test_predict_with_the_best_checkpoint_uses_its_thresholds(multi_run, tmp_pat
 # ---- bug 2: compare on multi-label runs ---------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_compare_multi_label_runs_scores_each_with_its_own_thresholds(multi_run, tmp_path, capsys):
     """Before: ``compare`` read multi-label targets as single labels and stopped with an internal
     error (exit 1); it also scored every run at 0.5."""

@@ -133,6 +133,7 @@ def reference(data, tiny_bert) -> Path:
     return out
 
 
+@pytest.mark.slow
 def test_deterministic_runs_are_bit_identical(data, tiny_bert, reference):
     again = data["root"] / "again"
     done = run_cli(train_args(data, tiny_bert, again, "--deterministic"), data)
@@ -168,6 +169,7 @@ def test_pruning_keeps_the_last_k_and_the_best(tmp_path):
     assert find_checkpoint(tmp_path, "checkpoint-20").step == 20
 
 
+@pytest.mark.slow
 def test_sigkill_mid_epoch_then_resume_equals_uninterrupted(data, tiny_bert, reference):
     out = data["root"] / "killed"
     args = train_args(data, tiny_bert, out, "--deterministic")
@@ -186,6 +188,7 @@ def test_sigkill_mid_epoch_then_resume_equals_uninterrupted(data, tiny_bert, ref
     assert_same_run(reference, out)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("how, code", [("SIGTERM", 143), ("SIGINT", 130)])
 def test_signal_saves_a_checkpoint_and_exits_with_advice(data, tiny_bert, reference, how, code):
     out = data["root"] / f"stopped-{how}"
@@ -206,6 +209,7 @@ def test_signal_saves_a_checkpoint_and_exits_with_advice(data, tiny_bert, refere
     assert_same_run(reference, out)
 
 
+@pytest.mark.slow
 def test_resume_puts_back_the_best_model_of_its_checkpoint(data, reference, tmp_path):
     """A best model saved after the last checkpoint (by a run then killed) is replaced by the one
     the checkpoint knew, so the finished run's model matches its own record."""
@@ -228,6 +232,7 @@ def test_resume_puts_back_the_best_model_of_its_checkpoint(data, reference, tmp_
     assert results[0]["dev_ci"] == results[1]["dev_ci"]
 
 
+@pytest.mark.slow
 def test_tensorboard_drops_the_events_logged_after_the_checkpoint(data, tiny_bert):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -243,6 +248,7 @@ def test_tensorboard_drops_the_events_logged_after_the_checkpoint(data, tiny_ber
     assert steps == [4, 8, 12, 13, 16, 20, 24, 26]
 
 
+@pytest.mark.slow
 def test_resume_of_a_finished_run_does_nothing(data, reference):
     before = (reference / "results.json").read_bytes()
     done = run_cli(["train", "--resume", str(reference), "--no-progress"], data)
@@ -291,6 +297,7 @@ def small_config(data: dict, model: Path, output: Path, **changes):
     return TrainConfig(**{**base, **changes})
 
 
+@pytest.mark.slow
 def test_crash_while_saving_keeps_the_previous_checkpoint(
     data, tiny_bert, tmp_path, monkeypatch, cache_env
 ):
@@ -385,6 +392,7 @@ def test_nonfinite_loss_stops_with_the_step_and_keeps_the_checkpoint(
     assert not (out / "results.json").exists()
 
 
+@pytest.mark.slow
 def test_skip_nonfinite_skips_the_batch_and_finishes(
     data, tiny_bert, tmp_path, monkeypatch, cache_env, caplog
 ):
@@ -451,6 +459,7 @@ def bi_encoder_cut(data, tiny_bert, pair_file) -> dict:
     return {"dir": cut, "killed": killed, "checkpoints_left": left, "resumed": resumed}
 
 
+@pytest.mark.slow
 def test_bi_encoder_run_resumes_exactly(data, tiny_bert, pair_file, bi_encoder_cut):
     whole, cut = data["root"] / "pairs-whole", bi_encoder_cut["dir"]
     done = run_cli(bi_encoder_args(pair_file, tiny_bert, whole), data)

@@ -53,6 +53,7 @@ def tree_bytes(folder: Path) -> int:
     return total
 
 
+@pytest.mark.slow
 def test_a_finished_run_drops_its_checkpoints(finished, caplog):
     assert list_checkpoints(finished) == []
     assert not [p.name for p in finished.iterdir() if p.name.startswith((".", "checkpoint-"))]
@@ -61,6 +62,7 @@ def test_a_finished_run_drops_its_checkpoints(finished, caplog):
     assert others < 400_000, sorted(p.name for p in finished.iterdir())
 
 
+@pytest.mark.slow
 def test_dropping_is_said_once_and_keep_checkpoints_keeps_them(files, tiny_bert, tmp_path, caplog):
     with caplog.at_level("INFO", logger="bertfit"):
         assert main(train_argv(files, tiny_bert, tmp_path / "a")) == 0
@@ -198,6 +200,7 @@ def test_a_signal_without_checkpoints_says_the_run_cannot_resume(
     assert (out / "results.json").is_file()
 
 
+@pytest.mark.slow
 def test_a_run_started_with_overwrite_can_be_resumed(finished, files, tiny_bert, tmp_path):
     """Before: the stored --overwrite came back with --resume and the two were refused together."""
     out = tmp_path / "run"
@@ -205,6 +208,7 @@ def test_a_run_started_with_overwrite_can_be_resumed(finished, files, tiny_bert,
     assert main(["train", "--resume", str(out)]) == 0  # a finished run: nothing to do
 
 
+@pytest.mark.slow
 def test_bi_encoder_checkpoint_best_of_a_dropped_run(tiny_bert, tmp_path, cache_env, capsys):
     from tests.test_biencoder import pair_rows, pair_training
 

@@ -593,6 +593,7 @@ def test_stsb_evaluate_and_predict(stsb_run, corpora, capsys):
     assert re.fullmatch(r"score: -?\d+\.\d{4}\n", capsys.readouterr().out)
 
 
+@pytest.mark.slow
 def test_rte_without_dev_tsv_holds_out_part_of_train(
     tiny_bert, corpora, env_for_module, tmp_path, caplog
 ):
@@ -607,6 +608,7 @@ def test_rte_without_dev_tsv_holds_out_part_of_train(
     assert results["dev"]["n"] == 4 and results["train_examples"] == 36
 
 
+@pytest.mark.slow
 def test_rte_with_dev_tsv_uses_it(tiny_bert, corpora, env_for_module, tmp_path):
     data_dir = corpora["dir"] / "with-dev"
     results = train_task(tiny_bert, tmp_path / "a", "rte", data_dir)
@@ -618,6 +620,7 @@ def test_rte_with_dev_tsv_uses_it(tiny_bert, corpora, env_for_module, tmp_path):
     assert results["test_split"] == "dev" and results["test"]["n"] == 6
 
 
+@pytest.mark.slow
 def test_snli_reports_the_labelled_test_split(tiny_bert, corpora, env_for_module, tmp_path):
     results = train_task(tiny_bert, tmp_path / "run", "snli", corpora["dir"])
     assert results["dev"]["n"] == 6  # the two "-" rows are not scored
@@ -625,6 +628,7 @@ def test_snli_reports_the_labelled_test_split(tiny_bert, corpora, env_for_module
     assert results["labels"] == list(NLI)
 
 
+@pytest.mark.slow
 def test_imdb_train_limit_samples_both_labels(tiny_bert, corpora, env_for_module, tmp_path):
     results = train_task(tiny_bert, tmp_path / "run", "imdb", corpora["dir"], "--train-limit", "10")
     assert results["train_examples"] + results["dev_examples"] == 10
@@ -764,6 +768,7 @@ def test_mnli_export_columns_and_validation_matched(tmp_path):
     assert examples.texts == ["p1", "p2"] and examples.labels == ["contradiction", "entailment"]
 
 
+@pytest.mark.slow
 def test_train_on_exports_end_to_end(tiny_bert, tmp_path, capsys):
     wnli = tmp_path / "glue" / "WNLI"
     write_hf_split(wnli, "train", hf_rows(20, 1), ["not_entailment", "entailment"])
