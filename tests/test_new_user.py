@@ -247,3 +247,36 @@ def test_keep_columns_names_a_missing_column(named_run, tmp_path, capsys):
     inputs = write_rows(tmp_path / "in.csv", [{"text": "a great film"}])
     argv = ["predict", str(named_run["dir"]), "--input", str(inputs), "--keep-columns", "id"]
     refused(capsys, argv, "no column 'id' for --keep-columns; the file has columns: 'text'")
+
+
+# ---- 10, 11: where outputs go by default, and progress while it works ---------------------------
+
+
+def test_compare_writes_into_the_first_run_by_default(named_run, tiny_bert, tmp_path, capsys):
+    other = tmp_path / "other"
+    argv = train_argv(
+        named_run["train"], tiny_bert, other, "--label-names", "0=negative,1=positive"
+    )
+    assert main([*argv, "--seed", "2"]) == 0
+    capsys.readouterr()
+    cwd = os.getcwd()
+    os.chdir(tmp_path)  # nothing may land in the folder the command was started from
+    try:
+        assert main(["compare", str(named_run["dir"]), str(other)]) == 0
+    finally:
+        os.chdir(cwd)
+    page = named_run["dir"] / "compare.html"
+    assert page.is_file() and f"wrote {page}" in capsys.readouterr().out
+    assert not (tmp_path / "compare.html").exists()
+
+
+def test_progress_bars_follow_the_option_and_the_terminal(named_run, capsys, monkeypatch):
+    from bertfit.config.fields import show_progress
+
+    monkeypatch.setattr("sys.stderr.isatty", lambda: False, raising=False)
+    assert show_progress(None) is False and show_progress(True) is True
+    argv = ["predict", str(named_run["dir"]), "--input", str(named_run["train"])]
+    assert main([*argv, "--progress"]) == 0
+    assert "predicting 80 rows" in capsys.readouterr().err
+    assert main([*argv, "--no-progress"]) == 0
+    assert "predicting" not in capsys.readouterr().err
