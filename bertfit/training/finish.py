@@ -59,14 +59,7 @@ def finish_classifier(
     if problem == MULTI:
         cut = thresholds or [0.5] * len(labels)
         summary["thresholds"] = {label: float(t) for label, t in zip(labels, cut)}
-    summary.update(
-        labels=labels,
-        problem=problem,
-        train_examples=len(data.train),
-        dev_examples=len(data.dev),
-        device=str(device),
-        precision=precision_name(dtype),
-    )
+    summary.update(labels=labels, problem=problem, **run_facts(data, device, dtype))
     model, _ = load_classifier(output, kind)  # the best model as saved, not the last in memory
     model.to(device)
 
@@ -119,14 +112,7 @@ def finish_bi_encoder(summary: dict, config, data: TrainingData, output: Path, d
     return its ``Embedder``."""
     dtype = pick_precision(config.precision, device)
     objective = config.objective
-    summary.update(
-        problem=EMBEDDING,
-        objective=objective,
-        train_examples=len(data.train),
-        dev_examples=len(data.dev),
-        device=str(device),
-        precision=precision_name(dtype),
-    )
+    summary.update(problem=EMBEDDING, objective=objective, **run_facts(data, device, dtype))
     if objective == "softmax":
         summary["labels"] = data.labels
     embedder = open_embedder(str(output), str(device), config.precision)
@@ -211,6 +197,16 @@ def warn_if_one_class(metrics: dict, labels: list[str], examples: int) -> None:
             f"warning: the model predicts {used[0]!r} for all {examples:,} dev examples: it has "
             "learned only how common the labels are; try more --epochs, another --lr or more data"
         )
+
+
+def run_facts(data: TrainingData, device, dtype) -> dict:
+    """What results.json says about the data and the hardware of any run."""
+    return {
+        "train_examples": len(data.train),
+        "dev_examples": len(data.dev),
+        "device": str(device),
+        "precision": precision_name(dtype),
+    }
 
 
 def write_outputs(output: Path, summary: dict) -> None:
