@@ -23,7 +23,6 @@ import random
 import re
 import shutil
 import signal
-import tempfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +32,7 @@ import numpy as np
 import torch
 
 from bertfit.errors import ModelError
-from bertfit.files import publish_mode, temporary_dir, write_json
+from bertfit.files import save_file_atomic, temporary_dir, write_json
 from bertfit.rundir import (
     BEST_MODEL,
     CHECKPOINT_PREFIX,
@@ -236,16 +235,7 @@ def restore_best_model(path: Path, run_dir: Path) -> None:
         target = run_dir / item.name
         if target.exists() and os.path.samefile(item, target):
             continue
-        fd, tmp = tempfile.mkstemp(prefix=f".{item.name}.", suffix=".tmp", dir=run_dir)
-        os.close(fd)
-        try:
-            shutil.copyfile(item, tmp)
-            publish_mode(tmp)
-            os.replace(tmp, target)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            raise
+        save_file_atomic(lambda tmp, item=item: shutil.copyfile(item, tmp), target)
 
 
 def _link_identical(folder: Path, run_dir: Path) -> None:
