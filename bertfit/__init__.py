@@ -14,7 +14,7 @@ from bertfit.errors import BertfitError, ConfigError, DataError, ModelError  # n
 
 
 def train(config: TrainConfig, train=None, dev=None):
-    """Fine-tune and return the finished run (``bertfit.serve.run.Run``; with ``objective``, an
+    """Fine-tune and return the finished run (``bertfit.inference.run.Run``; with ``objective``, an
     ``Embedder``). ``train``/``dev`` take rows in memory instead of files: a list of dicts, a
     pandas DataFrame or a Hugging Face ``Dataset``."""
     from bertfit.training.run import train as _train
@@ -27,8 +27,8 @@ def load(run_dir, device: str = "auto", checkpoint: str | None = None):
 
     A classifier run gives a ``Run`` (``predict``, ``explain``); a bi-encoder run gives its
     ``Embedder`` (``encode``, ``similarity``), as ``load_embedder`` does."""
-    from bertfit.serve.embed import is_bi_encoder_run, load_bi_encoder_run
-    from bertfit.serve.run import load as _load
+    from bertfit.inference.embed import is_bi_encoder_run, load_bi_encoder_run
+    from bertfit.inference.run import load as _load
 
     if is_bi_encoder_run(run_dir):
         return load_bi_encoder_run(run_dir, device, checkpoint)
@@ -38,7 +38,7 @@ def load(run_dir, device: str = "auto", checkpoint: str | None = None):
 def load_embedder(model: str, device: str = "auto", precision: str = "auto"):
     """A sentence embedder from a bi-encoder run or any encoder spec (``"default"``, a folder);
     ``precision="fp32"`` gives sentence-transformers' vectors, ``"auto"`` bf16 where supported."""
-    from bertfit.serve.embed import load_embedder as _load_embedder
+    from bertfit.inference.embed import load_embedder as _load_embedder
 
     return _load_embedder(model, device, precision)
 

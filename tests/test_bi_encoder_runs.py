@@ -88,8 +88,8 @@ def test_cosine_report_renders_the_scatter_and_rebuilds(bi_runs, tmp_path):
 def test_load_gives_an_embedder_and_run_load_names_load_embedder(bi_runs, capsys):
     import bertfit
     from bertfit.errors import ModelError
-    from bertfit.serve.embed import Embedder
-    from bertfit.serve.run import load
+    from bertfit.inference.embed import Embedder
+    from bertfit.inference.run import load
 
     run = bi_runs["cosine"]
     embedder = bertfit.load(run, device="cpu")

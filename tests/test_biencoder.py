@@ -113,7 +113,7 @@ def test_trained_run_loads_in_sentence_transformers_with_the_same_embeddings(
 ):
     from sentence_transformers import SentenceTransformer
 
-    from bertfit.serve.embed import load_embedder
+    from bertfit.inference.embed import load_embedder
 
     train = write_rows(tmp_path / "train.csv", pair_rows(100, 2, "cosine"))
     out = tmp_path / "run"

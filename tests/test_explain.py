@@ -7,7 +7,7 @@ import json
 import pytest
 
 from bertfit.cli.main import main
-from bertfit.serve.explain import merge_words
+from bertfit.inference.explain import merge_words
 from tests.test_cli import single_run  # noqa: F401  (the shared trained tiny run)
 
 

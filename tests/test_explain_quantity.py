@@ -43,7 +43,7 @@ def test_the_json_names_the_logit_it_attributes(single_run):  # noqa: F811
 def test_the_log_probability_target_adds_up_to_the_log_probability(single_run):  # noqa: F811
     import bertfit
     from bertfit.errors import ModelError
-    from bertfit.serve.explain import explain
+    from bertfit.inference.explain import explain
 
     run = bertfit.load(single_run["dir"], device="cpu")
     result = explain(run, "the great movie with a long plot", steps=50, target="log-probability")

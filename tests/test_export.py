@@ -44,7 +44,7 @@ def test_export_writes_only_what_a_hub_needs_and_transformers_loads_it(run, tmp_
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     import bertfit
-    from bertfit.serve.run import compute_logits
+    from bertfit.inference.run import compute_logits
 
     out = tmp_path / "hub" / "model"
     old = os.umask(0o022)
@@ -138,7 +138,7 @@ def test_export_format_lists_its_choices(run, tmp_path, capsys):
 def test_a_bi_encoder_export_loads_in_sentence_transformers(tiny_bert, tmp_path, cache_env):
     from sentence_transformers import SentenceTransformer
 
-    from bertfit.serve.embed import load_embedder
+    from bertfit.inference.embed import load_embedder
     from tests.test_biencoder import pair_rows, pair_training
 
     train = write_rows(tmp_path / "pairs.csv", pair_rows(40, 1, "softmax"))

@@ -19,7 +19,7 @@ from bertfit.config import EmbedConfig, PredictConfig, TrainConfig
 from bertfit.data.examples import Columns
 from bertfit.data.readers import read_examples
 from bertfit.errors import ConfigError, DataError
-from bertfit.serve.embed import read_sentences
+from bertfit.inference.embed import read_sentences
 from tests.conftest import marker_rows
 
 TEXTS = Columns("sentence", None, "label")  # a run's trained columns: names the .txt lacks

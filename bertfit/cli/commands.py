@@ -38,7 +38,7 @@ def run_evaluate(config: configs.EvaluateConfig) -> int:
 
 
 def run_predict(config: configs.PredictConfig) -> int:
-    from bertfit.serve.predict import predict
+    from bertfit.inference.predict import predict
 
     records = predict(config)
     if config.text is not None:
@@ -82,7 +82,7 @@ def run_data(config: configs.DataConfig) -> int:
 
 
 def run_embed(config: configs.EmbedConfig) -> int:
-    from bertfit.serve.vectors import embed
+    from bertfit.inference.vectors import embed
 
     vectors = embed(config)
     sys.stderr.write(
@@ -92,14 +92,14 @@ def run_embed(config: configs.EmbedConfig) -> int:
 
 
 def run_similarity(config: configs.SimilarityConfig) -> int:
-    from bertfit.serve.vectors import similarity
+    from bertfit.inference.vectors import similarity
 
     sys.stdout.write(f"cosine similarity: {similarity(config):.4f}\n")
     return 0
 
 
 def run_search(config: configs.SearchConfig) -> int:
-    from bertfit.serve.vectors import search
+    from bertfit.inference.vectors import search
 
     records = search(config)
     if config.output:
@@ -112,8 +112,8 @@ def run_search(config: configs.SearchConfig) -> int:
 def run_explain(config: configs.ExplainConfig) -> int:
     from bertfit.data.layout import file_options
     from bertfit.report.explain_page import write_explanation_page, write_explanation_pages
-    from bertfit.serve.explain import explain_file
-    from bertfit.serve.run import load
+    from bertfit.inference.explain import explain_file
+    from bertfit.inference.run import load
 
     config.validate()
     run = load(config.run_dir, config.device, config.checkpoint)

@@ -18,7 +18,7 @@ from bertfit.evaluation.metrics import paired_bootstrap, score_outputs
 from bertfit.evaluation.score import evaluation_examples
 from bertfit.report.compare_page import write_compare_page
 from bertfit.rundir import RESULTS, RunMeta, is_finished, read_meta, read_results
-from bertfit.serve.run import load
+from bertfit.inference.run import load
 
 
 def compare_runs(config: CompareConfig) -> dict:

@@ -27,7 +27,7 @@ from bertfit.errors import ConfigError
 from bertfit.evaluation.metrics import bootstrap_intervals, with_intervals
 from bertfit.rundir import CHECKPOINT_PREFIX, is_embedding_run, trained_columns
 from bertfit.runtime import pick_precision
-from bertfit.serve.run import Run, compute_logits, load
+from bertfit.inference.run import Run, compute_logits, load
 from bertfit.training.checkpoint import find_checkpoint
 
 
@@ -72,7 +72,7 @@ def _is_bi_encoder_checkpoint(path: str) -> bool:
 def evaluate_similarity(config: EvaluateConfig, data: Any = None) -> dict:
     """Spearman/Pearson of embedding cosines against gold scores, for any encoder or bi-encoder."""
     from bertfit.evaluation.metrics import pearson, spearman
-    from bertfit.serve.embed import load_embedder
+    from bertfit.inference.embed import load_embedder
 
     model = config.run_dir
     if config.checkpoint is not None:  # a checkpoint folder is a sentence-transformers model

@@ -26,8 +26,8 @@ from bertfit.report.card import write_model_card
 from bertfit.report.page import build_report
 from bertfit.rundir import CARD, DEV_PREDICTIONS, EMBEDDING, REPORT, RESULTS, is_embedding_run
 from bertfit.runtime import pick_precision
-from bertfit.serve.embed import load_embedder, open_embedder
-from bertfit.serve.run import compute_logits, load
+from bertfit.inference.embed import load_embedder, open_embedder
+from bertfit.inference.run import compute_logits, load
 from bertfit.training.inputs import TrainingData, positive_pairs
 from bertfit.training.objectives import Split, prepare_split
 

@@ -39,7 +39,7 @@ from bertfit.models.heads import init_regression_bias
 from bertfit.models.pooling import Pooling
 from bertfit.rundir import EMBEDDING
 from bertfit.runtime import autocast
-from bertfit.serve.run import compute_logits
+from bertfit.inference.run import compute_logits
 from bertfit.training.inputs import TrainingData
 
 log = logging.getLogger("bertfit")

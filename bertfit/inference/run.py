@@ -180,7 +180,7 @@ class Run:
 
     def explain(self, text: str, pair: str | None = None, steps: int = 50) -> dict:
         """Word scores for one prediction (attention and integrated gradients); see ``explain``."""
-        from bertfit.serve.explain import explain
+        from bertfit.inference.explain import explain
 
         return explain(self, text, pair, steps)
 

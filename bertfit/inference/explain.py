@@ -30,7 +30,7 @@ from bertfit.evaluation.metrics import softmax
 
 
 class Explainable(Protocol):
-    """What ``explain`` needs of a loaded run (``serve.run.Run`` has it all)."""
+    """What ``explain`` needs of a loaded run (``inference.run.Run`` has it all)."""
 
     directory: Path
     model: nn.Module

@@ -22,7 +22,7 @@ log = logging.getLogger("bertfit")
 
 
 def _embedder(spec: str, device: str, max_length: int | None):
-    from bertfit.serve.embed import load_embedder
+    from bertfit.inference.embed import load_embedder
 
     embedder = load_embedder(spec, device)
     if max_length is not None:
@@ -32,7 +32,7 @@ def _embedder(spec: str, device: str, max_length: int | None):
 
 def embed(config: EmbedConfig) -> np.ndarray:
     """Vectors for every text of ``--input``, written to ``--output`` (.npy or .parquet)."""
-    from bertfit.serve.embed import read_sentences, save_vectors
+    from bertfit.inference.embed import read_sentences, save_vectors
 
     config.validate()
     if not str(config.output).lower().endswith((".npy", ".parquet")):
@@ -55,7 +55,7 @@ def similarity(config: SimilarityConfig) -> float:
 
 def search(config: SearchConfig) -> list[dict]:
     """The ``--top-k`` corpus texts nearest each query, by cosine; JSONL to ``--output`` if given."""
-    from bertfit.serve.embed import cached_corpus_vectors, read_sentences, top_k
+    from bertfit.inference.embed import cached_corpus_vectors, read_sentences, top_k
 
     config.validate()
     corpus = read_sentences(config.corpus, config.text_column, **file_options(config))

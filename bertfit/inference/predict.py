@@ -18,7 +18,7 @@ from bertfit.data.readers import file_format, read_examples
 from bertfit.errors import ConfigError, DataError
 from bertfit.files import atomic_open
 from bertfit.rundir import trained_columns
-from bertfit.serve.run import Run, load
+from bertfit.inference.run import Run, load
 
 
 def predict(config: PredictConfig, run: Run | None = None) -> list[dict]:
