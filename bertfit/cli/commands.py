@@ -111,9 +111,9 @@ def run_search(config: configs.SearchConfig) -> int:
 
 def run_explain(config: configs.ExplainConfig) -> int:
     from bertfit.data.layout import file_options
-    from bertfit.report.explain_page import write_explanation_page, write_explanation_pages
     from bertfit.inference.explain import explain_file
     from bertfit.inference.run import load
+    from bertfit.report.explain_page import write_explanation_page, write_explanation_pages
 
     config.validate()
     run = load(config.run_dir, config.device, config.checkpoint)

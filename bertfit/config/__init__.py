@@ -15,6 +15,7 @@ from bertfit.config.commands import (
     TasksConfig,
 )
 from bertfit.config.fields import DEFAULT_MODEL, PRECISIONS, TRUNCATIONS, config_fields
+from bertfit.config.serve import ServeConfig
 from bertfit.config.train import TrainConfig
 
 __all__ = [
@@ -31,6 +32,7 @@ __all__ = [
     "QuickstartConfig",
     "ReportConfig",
     "SearchConfig",
+    "ServeConfig",
     "SimilarityConfig",
     "TasksConfig",
     "TrainConfig",

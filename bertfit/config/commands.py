@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Literal
 
 from bertfit.config.fields import (
+    backend_field,
     batch_size_field,
     cache_dir_field,
     checkpoint_field,
@@ -58,6 +59,7 @@ class EvaluateConfig:
     batch_size: int = batch_size_field()
     json: bool = option(False, "print one JSON object instead of a table")
     device: str = device_field()
+    backend: Literal["torch", "onnx"] = backend_field()
     progress: bool | None = progress_field()
 
     def validate(self, in_memory: bool = False) -> EvaluateConfig:
@@ -190,6 +192,7 @@ class EmbedConfig:
     batch_size: int = batch_size_field(64, "texts per forward pass")
     max_length: int | None = option(None, "tokens per text [default: the model's, e.g. 256]")
     device: str = device_field()
+    backend: Literal["torch", "onnx"] = backend_field()
     progress: bool | None = progress_field()
 
     def validate(self) -> EmbedConfig:
@@ -283,6 +286,7 @@ class PredictConfig:
     )
     batch_size: int = batch_size_field()
     device: str = device_field()
+    backend: Literal["torch", "onnx"] = backend_field()
     progress: bool | None = progress_field()
 
     def validate(self) -> PredictConfig:
@@ -347,23 +351,36 @@ class DataConfig:
 
 @dataclass
 class ExportConfig:
-    """Write a finished run as a model hub takes it: weights, config, tokenizer, model card."""
+    """Write a finished run as a model hub takes it (hf), or as ONNX for fast portable inference."""
 
     run_dir: str = option(
         None, "finished run directory written by 'bertfit train'", positional=True
     )
-    format: Literal["hf"] = option(
+    format: Literal["hf", "onnx"] = option(
         "hf",
-        "hf: the Hugging Face layout that transformers loads (sentence-transformers for a bi-encoder run)",
+        "hf: the Hugging Face layout that transformers loads (sentence-transformers for a "
+        "bi-encoder run); onnx: model.onnx with dynamic batch and length, checked against PyTorch",
     )
-    output: str = option(None, "the folder to write (nothing else goes in it)", required=True)
+    output: str | None = option(
+        None, "the folder to write (nothing else goes in it) [default for onnx: RUN/onnx]"
+    )
+    quantize: Literal["int8"] | None = option(
+        None, "onnx: also write model_quantized.onnx, dynamically quantised to int8"
+    )
+    data: str | None = option(
+        None, "onnx: a labelled file to score before and after quantising (as 'bertfit evaluate')"
+    )
     overwrite: bool = option(False, "replace an existing non-empty --output folder")
 
     def validate(self) -> ExportConfig:
         problems = []
-        if self.format != "hf":
-            problems.append(f"--format must be hf, got {self.format!r}")
-        if not self.output:
+        if self.format not in ("hf", "onnx"):
+            problems.append(f"--format must be hf or onnx, got {self.format!r}")
+        if self.format == "hf" and not self.output:
             problems.append("give --output DIR")
+        if self.format == "hf" and (self.quantize or self.data):
+            problems.append("--quantize and --data go with --format onnx")
+        if self.data and not self.quantize:
+            problems.append("--data scores the model before and after --quantize int8; add it")
         raise_if(problems)
         return self

@@ -28,6 +28,13 @@ def device_field() -> Any:
     return option("auto", DEVICE_HELP)
 
 
+def backend_field() -> Any:
+    return option(
+        "torch",
+        "torch, or onnx: the model 'bertfit export --format onnx' wrote, run by onnxruntime",
+    )
+
+
 def batch_size_field(default: int = 64, what: str = "examples per forward pass") -> Any:
     return option(default, what)
 

@@ -16,9 +16,9 @@ from bertfit.data.labels import MULTI, PROBLEMS, REGRESSION, SINGLE, label_targe
 from bertfit.errors import ConfigError
 from bertfit.evaluation.metrics import paired_bootstrap, score_outputs
 from bertfit.evaluation.score import evaluation_examples
+from bertfit.inference.run import load
 from bertfit.report.compare_page import write_compare_page
 from bertfit.rundir import RESULTS, RunMeta, is_finished, read_meta, read_results
-from bertfit.inference.run import load
 
 
 def compare_runs(config: CompareConfig) -> dict:

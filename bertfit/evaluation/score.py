@@ -25,9 +25,8 @@ from bertfit.data.layout import file_options
 from bertfit.data.memory import read_source
 from bertfit.errors import ConfigError
 from bertfit.evaluation.metrics import bootstrap_intervals, with_intervals
+from bertfit.inference.run import Run, load
 from bertfit.rundir import CHECKPOINT_PREFIX, is_embedding_run, trained_columns
-from bertfit.runtime import pick_precision
-from bertfit.inference.run import Run, compute_logits, load
 from bertfit.training.checkpoint import find_checkpoint
 
 
@@ -42,17 +41,14 @@ def evaluate(config: EvaluateConfig, run: Run | None = None, data: Any = None) -
     bi_encoder = is_embedding_run(config.run_dir) or _is_bi_encoder_checkpoint(config.run_dir)
     if run is None and (config.objective == "cosine" or bi_encoder):
         return evaluate_similarity(config, data)
-    run = run or load(config.run_dir, config.device, config.checkpoint)
+    run = run or load(config.run_dir, config.device, config.checkpoint, config.backend)
     examples = evaluation_examples(config, run, data)
     if run.problem != REGRESSION:
         check_known_labels(examples, run.labels)
-    logits = compute_logits(
-        run.model,
-        run.pack(examples.texts, examples.pairs),
-        run.tokenizer.pad_token_id,
+    logits = run.logits(
+        examples.texts,
+        examples.pairs,
         config.batch_size,
-        run.device,
-        pick_precision("auto", run.device),
         f"scoring {len(examples):,} examples" if show_progress(config.progress) else None,
     )
     return with_intervals(

@@ -17,8 +17,8 @@ from bertfit.data.parquet import write_parquet
 from bertfit.data.readers import file_format, read_examples
 from bertfit.errors import ConfigError, DataError
 from bertfit.files import atomic_open
-from bertfit.rundir import trained_columns
 from bertfit.inference.run import Run, load
+from bertfit.rundir import trained_columns
 
 
 def predict(config: PredictConfig, run: Run | None = None) -> list[dict]:
@@ -26,7 +26,7 @@ def predict(config: PredictConfig, run: Run | None = None) -> list[dict]:
     config.validate()
     if config.output:
         file_format(config.output)  # an unknown extension fails before the model is loaded
-    run = run or load(config.run_dir, config.device, config.checkpoint)
+    run = run or load(config.run_dir, config.device, config.checkpoint, config.backend)
     if config.text is not None:
         if run.is_pair and config.pair is None:
             raise ConfigError(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,8 +30,51 @@ from bertfit.rundir import (
 )
 from bertfit.runtime import autocast, pick_device, pick_precision
 
+# A backend's forward pass: a padded batch (input_ids, token_type_ids, attention_mask) in, one
+# float32 row per example out (logits, or sentence vectors for an embedder).
+Forward = Callable[[dict[str, torch.Tensor]], np.ndarray]
 
-@torch.inference_mode()
+
+def torch_forward(model: nn.Module, device: torch.device, dtype: torch.dtype | None) -> Forward:
+    """The logits of ``model`` (already in eval mode) on ``device`` under ``dtype`` autocast."""
+
+    @torch.inference_mode()
+    def forward(batch: dict[str, torch.Tensor]) -> np.ndarray:
+        batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+        with autocast(device, dtype):
+            return model(**batch).logits.float().cpu().numpy()
+
+    return forward
+
+
+def batched_outputs(
+    forward: Forward,
+    packed: Packed,
+    pad_id: int,
+    batch_size: int = 64,
+    progress: str | None = None,
+) -> np.ndarray:
+    """``forward`` over every packed example in batches formed by length, rows in input order.
+
+    ``progress`` is the description of a progress bar on stderr ("scoring"); None shows none.
+    """
+    out = None
+    bar = tqdm(
+        total=len(packed), desc=progress, unit="ex", disable=progress is None, file=sys.stderr,
+        leave=False, mininterval=0.5,
+    )  # fmt: skip
+    for indices, batch in iterate_batches(
+        sorted_batches(packed.lengths, batch_size), packed, pad_id
+    ):
+        rows = forward(batch)
+        if out is None:
+            out = np.empty((len(packed), rows.shape[1]), dtype=np.float32)
+        out[indices] = rows
+        bar.update(len(indices))
+    bar.close()
+    return out if out is not None else np.empty((0, 0), dtype=np.float32)
+
+
 def compute_logits(
     model: nn.Module,
     packed: Packed,
@@ -40,31 +84,17 @@ def compute_logits(
     dtype: torch.dtype | None = None,
     progress: str | None = None,
 ) -> np.ndarray:
-    """Logits for every packed example, in input order; batches are formed by length for speed.
-
-    ``progress`` is the description of a progress bar on stderr ("scoring"); None shows none.
-    """
+    """Logits of a PyTorch model for every packed example, in input order (see
+    ``batched_outputs``); the model is put back in the mode it was in."""
     device = device or next(model.parameters()).device
     was_training = model.training
     model.eval()
-    out = None
-    bar = tqdm(
-        total=len(packed), desc=progress, unit="ex", disable=progress is None, file=sys.stderr,
-        leave=False, mininterval=0.5,
-    )  # fmt: skip
-    for indices, batch in iterate_batches(
-        sorted_batches(packed.lengths, batch_size), packed, pad_id
-    ):
-        batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-        with autocast(device, dtype):
-            logits = model(**batch).logits.float().cpu().numpy()
-        if out is None:
-            out = np.empty((len(packed), logits.shape[1]), dtype=np.float32)
-        out[indices] = logits
-        bar.update(len(indices))
-    bar.close()
-    model.train(was_training)
-    return out if out is not None else np.empty((0, 0), dtype=np.float32)
+    try:
+        return batched_outputs(
+            torch_forward(model, device, dtype), packed, pad_id, batch_size, progress
+        )
+    finally:
+        model.train(was_training)
 
 
 @dataclass
@@ -80,6 +110,9 @@ class Run:
     model: nn.Module = field(repr=False)
     tokenizer: Tokenizer = field(repr=False)
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    # "torch", or "onnx" with ``forward`` running the exported graph under onnxruntime
+    backend: str = "torch"
+    forward: Forward | None = field(default=None, repr=False)
 
     @property
     def labels(self) -> list[str]:
@@ -110,16 +143,17 @@ class Run:
         progress: str | None = None,
     ) -> np.ndarray:
         """Raw output scores, one row per input (``progress``: a progress bar's description)."""
+        return self.packed_logits(self.pack(texts, pairs), batch_size, progress)
+
+    def packed_logits(
+        self, packed: Packed, batch_size: int = 64, progress: str | None = None
+    ) -> np.ndarray:
+        """Raw output scores of packed inputs, through the run's backend."""
+        pad = self.tokenizer.pad_token_id
+        if self.forward is not None:
+            return batched_outputs(self.forward, packed, pad, batch_size, progress)
         dtype = pick_precision("auto", self.device)
-        return compute_logits(
-            self.model,
-            self.pack(texts, pairs),
-            self.tokenizer.pad_token_id,
-            batch_size,
-            self.device,
-            dtype,
-            progress,
-        )
+        return compute_logits(self.model, packed, pad, batch_size, self.device, dtype, progress)
 
     def predict(
         self, texts: list[str] | str, pairs: list[str] | str | None = None, batch_size: int = 64
@@ -200,12 +234,20 @@ class Run:
         return int(label) if self.meta.label_is_int else label
 
 
-def load(run_dir: str | Path, device: str = "auto", checkpoint: str | None = None) -> Run:
+def load(
+    run_dir: str | Path,
+    device: str = "auto",
+    checkpoint: str | None = None,
+    backend: str = "torch",
+    onnx_file: str | None = None,
+) -> Run:
     """Load a finished run directory written by ``bertfit train``.
 
     ``checkpoint`` (best, last, or a step) loads one of the run's checkpoints instead, which
     also works while the run is unfinished; ``load("runs/x/checkpoint-63")`` is
-    ``load("runs/x", checkpoint="63")``.
+    ``load("runs/x", checkpoint="63")``. ``backend="onnx"`` predicts with the model that
+    ``bertfit export --format onnx`` wrote (``onnx_file``, or the run's ``onnx/`` folder) under
+    onnxruntime; the PyTorch model stays loaded for ``explain``.
     """
     from bertfit.models.classifier import load_classifier
     from bertfit.rundir import CHECKPOINT_PREFIX
@@ -252,7 +294,16 @@ def load(run_dir: str | Path, device: str = "auto", checkpoint: str | None = Non
     model, tokenizer = load_classifier(weights, meta.encoder_kind)
     torch_device = pick_device(device)
     model.to(torch_device).eval()
-    return Run(directory, meta, results, model, tokenizer, torch_device)
+    forward = None
+    if backend == "onnx":
+        if checkpoint is not None:
+            raise ModelError("--backend onnx runs the exported final model; drop --checkpoint")
+        from bertfit.inference.onnx import onnx_forward
+
+        forward = onnx_forward(directory, onnx_file, torch_device)
+    elif backend != "torch":
+        raise ModelError(f"backend must be torch or onnx, got {backend!r}")
+    return Run(directory, meta, results, model, tokenizer, torch_device, backend, forward)
 
 
 def _unfinished_message(directory: Path) -> str:

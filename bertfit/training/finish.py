@@ -15,6 +15,8 @@ from bertfit.data.examples import Examples
 from bertfit.data.labels import MULTI, SINGLE, label_targets
 from bertfit.evaluation.metrics import softmax, with_intervals
 from bertfit.files import atomic_open, write_json
+from bertfit.inference.embed import load_embedder, open_embedder
+from bertfit.inference.run import compute_logits, load
 from bertfit.models.biencoder import (
     load_nli_head,
     nearest_positives,
@@ -26,8 +28,6 @@ from bertfit.report.card import write_model_card
 from bertfit.report.page import build_report
 from bertfit.rundir import CARD, DEV_PREDICTIONS, EMBEDDING, REPORT, RESULTS, is_embedding_run
 from bertfit.runtime import pick_precision
-from bertfit.inference.embed import load_embedder, open_embedder
-from bertfit.inference.run import compute_logits, load
 from bertfit.training.inputs import TrainingData, positive_pairs
 from bertfit.training.objectives import Split, prepare_split
 

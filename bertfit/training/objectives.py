@@ -23,6 +23,7 @@ from bertfit.data.labels import MULTI, PROBLEMS, REGRESSION, SINGLE, label_targe
 from bertfit.data.packing import Packed, Tokenizer, collate, pack_cached
 from bertfit.errors import ConfigError
 from bertfit.evaluation.metrics import score_outputs, sigmoid, tune_thresholds
+from bertfit.inference.run import compute_logits
 from bertfit.models.adapters import freeze
 from bertfit.models.biencoder import (
     bi_encoder_batch_loss,
@@ -39,7 +40,6 @@ from bertfit.models.heads import init_regression_bias
 from bertfit.models.pooling import Pooling
 from bertfit.rundir import EMBEDDING
 from bertfit.runtime import autocast
-from bertfit.inference.run import compute_logits
 from bertfit.training.inputs import TrainingData
 
 log = logging.getLogger("bertfit")

@@ -1,0 +1,1 @@
+"""``bertfit serve``: the HTTP server (FastAPI under uvicorn) with dynamic batching and a web page."""
