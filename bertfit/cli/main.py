@@ -36,6 +36,7 @@ COMMANDS: dict[str, tuple[type, Callable[[typing.Any], int]]] = {
     "report": (configs.ReportConfig, commands.run_report),
     "compare": (configs.CompareConfig, commands.run_compare),
     "export": (configs.ExportConfig, commands.run_export),
+    "serve": (configs.ServeConfig, commands.run_serve),
 }
 
 

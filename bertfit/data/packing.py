@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 import zipfile
 import zlib
 from collections.abc import Iterator, Sequence
@@ -51,8 +52,22 @@ class HFTokenizer:
         self.max_positions: int | None = None
         self.limit_source = ""
         self._fingerprint: str | None = None
+        # a call sets the Rust tokenizer's truncation and padding state: two threads at once
+        # (a server's requests and its explanations) fail with "Already borrowed"
+        self._lock = threading.Lock()
 
     def encode_batch(self, texts: list[str]) -> list[list[int]]:
+        with self._lock:
+            return self._encode(texts)
+
+    def __getstate__(self) -> dict:  # a lock does not pickle: each copy gets its own
+        return {k: v for k, v in self.__dict__.items() if k != "_lock"}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
+    def _encode(self, texts: list[str]) -> list[list[int]]:
         encoded = self.hf(
             list(texts),
             add_special_tokens=False,
@@ -160,6 +175,9 @@ class Packed:
     ids: np.ndarray
     types: np.ndarray
     offsets: np.ndarray
+    # tokens each example had before truncation, special tokens included (None when unknown,
+    # e.g. read from the packing cache)
+    full_lengths: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.offsets) - 1
@@ -167,6 +185,13 @@ class Packed:
     @property
     def lengths(self) -> np.ndarray:
         return np.diff(self.offsets)
+
+    @property
+    def truncated(self) -> np.ndarray:
+        """Whether each example was cut to fit the max length."""
+        if self.full_lengths is None:
+            return np.zeros(len(self), dtype=bool)
+        return self.full_lengths > self.lengths
 
     def example(self, i: int) -> tuple[np.ndarray, np.ndarray]:
         start, end = self.offsets[i], self.offsets[i + 1]
@@ -188,6 +213,7 @@ def pack_texts(
     all_ids: list[int] = []
     all_types: list[int] = []
     offsets = [0]
+    full_lengths: list[int] = []
     for start in range(0, len(texts), batch_size):
         a_ids = tokenizer.encode_batch(list(texts[start : start + batch_size]))
         b_ids = (
@@ -196,13 +222,17 @@ def pack_texts(
             else [None] * len(a_ids)
         )
         for a, b in zip(a_ids, b_ids):
+            full_lengths.append(len(a) + (len(b) + 3 if b is not None else 2))
             a, b = truncate_pair(a, b, max_length, truncation)
             ids, types = pack(a, b, tokenizer.cls_token_id, tokenizer.sep_token_id)
             all_ids += ids
             all_types += types
             offsets.append(len(all_ids))
     return Packed(
-        np.asarray(all_ids, np.int32), np.asarray(all_types, np.int8), np.asarray(offsets, np.int64)
+        np.asarray(all_ids, np.int32),
+        np.asarray(all_types, np.int8),
+        np.asarray(offsets, np.int64),
+        np.asarray(full_lengths, np.int64),
     )
 
 
