@@ -34,8 +34,8 @@ def main() -> None:
     from bertfit.data.corpus import read_split
     from bertfit.data.tasks import get_task
     from bertfit.evaluation.score import evaluate
-    from bertfit.runtime import available_cores
     from bertfit.inference.embed import load_embedder
+    from bertfit.runtime import available_cores
 
     torch.set_num_threads(available_cores())  # a benchmark process: set once for all of it
     glue = Path(args.data) / "glue"

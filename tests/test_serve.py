@@ -232,6 +232,9 @@ def test_health_metrics_docs_and_page(clients):
     schema = c.get("/openapi.json").json()
     for route in ("/predict", "/explain", "/embed", "/similarity", "/v1/embeddings", "/health"):
         assert route in schema["paths"]
+    docs = c.get("/docs").text  # Swagger UI from bertfit itself: /docs works offline
+    assert "/docs-assets/swagger-ui-bundle.js" in docs and "cdn" not in docs.lower()
+    assert c.get("/docs-assets/swagger-ui-bundle.js").status_code == 200
     page = c.get("/")
     assert page.status_code == 200 and "text/html" in page.headers["content-type"]
     assert "http://" not in page.text and "https://" not in page.text  # nothing from elsewhere
@@ -499,3 +502,14 @@ def test_real_server_answers_then_shuts_down_gracefully(runs):
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def test_serve_names_the_extra_when_fastapi_is_missing(monkeypatch, capsys, tmp_path):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "fastapi" else real(name, *a)
+    )
+    assert main(["serve", str(tmp_path), "--port", "0"]) == 2
+    assert "pip install 'bertfit[serve]'" in capsys.readouterr().err

@@ -294,16 +294,27 @@ def load(
     model, tokenizer = load_classifier(weights, meta.encoder_kind)
     torch_device = pick_device(device)
     model.to(torch_device).eval()
-    forward = None
-    if backend == "onnx":
-        if checkpoint is not None:
-            raise ModelError("--backend onnx runs the exported final model; drop --checkpoint")
-        from bertfit.inference.onnx import onnx_forward
-
-        forward = onnx_forward(directory, onnx_file, torch_device)
-    elif backend != "torch":
-        raise ModelError(f"backend must be torch or onnx, got {backend!r}")
+    forward = _backend_forward(directory, backend, checkpoint, onnx_file, torch_device)
     return Run(directory, meta, results, model, tokenizer, torch_device, backend, forward)
+
+
+def _backend_forward(
+    directory: Path,
+    backend: str,
+    checkpoint: str | None,
+    onnx_file: str | None,
+    device: torch.device,
+) -> Forward | None:
+    """None for the PyTorch model; for ``onnx`` the exported graph under onnxruntime."""
+    if backend == "torch":
+        return None
+    if backend != "onnx":
+        raise ModelError(f"backend must be torch or onnx, got {backend!r}")
+    if checkpoint is not None:
+        raise ModelError("--backend onnx runs the exported final model; drop --checkpoint")
+    from bertfit.inference.onnx import onnx_forward
+
+    return onnx_forward(directory, onnx_file, device)
 
 
 def _unfinished_message(directory: Path) -> str:

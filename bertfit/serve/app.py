@@ -23,7 +23,7 @@ from bertfit.config.serve import ServeConfig
 from bertfit.data.packing import Packed
 from bertfit.errors import BertfitError
 from bertfit.serve.batching import Batcher, BatchLimits, Job
-from bertfit.serve.guard import Guard, GuardLimits
+from bertfit.serve.guard import DOCS_ASSETS, Guard, GuardLimits
 from bertfit.serve.metrics import ServerMetrics
 from bertfit.serve.requests import (
     EmbedRequest,
@@ -87,12 +87,17 @@ def create_app(config: ServeConfig, served: Served) -> FastAPI:
             state["stopping"] = True
             await asyncio.to_thread(batcher.stop)  # queued requests are answered first
 
+    assets = swagger_assets()
     app = FastAPI(
         title="bertfit",
         version=__version__,
         summary=f"{served.name}: a {served.info()['problem'].replace('_', ' ')} model",
         lifespan=lifespan,
+        docs_url=None if assets else "/docs",
+        redoc_url=None,
     )
+    if assets:
+        add_offline_docs(app, assets)
     app.state.batcher = batcher
     app.state.served = served
     app.state.metrics = metrics
@@ -106,6 +111,33 @@ def create_app(config: ServeConfig, served: Served) -> FastAPI:
         metrics=metrics,
     )
     return app
+
+
+def swagger_assets() -> str | None:
+    """The folder of Swagger UI's files from the ``swagger-ui-bundle`` package, if installed:
+    FastAPI's default /docs page loads them from a CDN, which an offline machine cannot reach."""
+    try:
+        import swagger_ui_bundle
+    except ImportError:
+        return None
+    return str(swagger_ui_bundle.swagger_ui_path)
+
+
+def add_offline_docs(app: FastAPI, assets: str) -> None:
+    from fastapi.openapi.docs import get_swagger_ui_html
+    from fastapi.staticfiles import StaticFiles
+
+    app.mount(DOCS_ASSETS, StaticFiles(directory=assets), name="docs-assets")
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url="/openapi.json",
+            title="bertfit API",
+            swagger_js_url=f"{DOCS_ASSETS}/swagger-ui-bundle.js",
+            swagger_css_url=f"{DOCS_ASSETS}/swagger-ui.css",
+            swagger_favicon_url=f"{DOCS_ASSETS}/favicon-32x32.png",
+        )
 
 
 def error(status: int, message: str, kind: str, headers: dict | None = None) -> JSONResponse:
@@ -186,30 +218,28 @@ def check_long(packed: Packed, served: Served, reject: bool, names: list[str]) -
     return [bool(c) for c in cut]
 
 
-def add_routes(app: FastAPI, config: ServeConfig, served: Served, batcher: Batcher, state: dict):
-    loop_job = lambda kind, packed: Job(kind, packed, asyncio.get_running_loop().create_future())  # noqa: E731
+def new_job(kind: str, packed: Packed | None) -> Job:
+    return Job(kind, packed, asyncio.get_running_loop().create_future())
 
-    def need(kind: str, route: str) -> None:
-        if served.kind != kind:
-            other = (
-                "a classifier run: use /predict and /explain"
-                if served.kind == "classifier"
-                else "an embedder: use /embed, /similarity and /v1/embeddings"
-            )
-            raise InputError(f"{route}: {served.name} is {other}", kind="wrong_model")
 
-    async def vectors(request: Request, texts: list[str], normalize: bool):
-        packed = served.pack(texts)
-        cut = check_long(
-            packed, served, config.reject_long, [f"inputs[{i}]" for i in range(len(texts))]
+def need(served: Served, kind: str, route: str) -> None:
+    """A 400 when the route is not for this kind of model."""
+    if served.kind != kind:
+        other = (
+            "a classifier run: use /predict and /explain"
+            if served.kind == "classifier"
+            else "an embedder: use /embed, /similarity and /v1/embeddings"
         )
-        job = loop_job("normalized" if normalize else "vectors", packed)
-        try:
-            rows = await run_job(request, batcher, job)
-        except ClientGone:
-            return None, job, cut, packed
-        return rows, job, cut, packed
+        raise InputError(f"{route}: {served.name} is {other}", kind="wrong_model")
 
+
+def add_routes(app: FastAPI, config: ServeConfig, served: Served, batcher: Batcher, state: dict):
+    add_status_routes(app, config, served, state)
+    add_classifier_routes(app, config, served, batcher)
+    add_embedding_routes(app, config, served, batcher)
+
+
+def add_status_routes(app: FastAPI, config: ServeConfig, served: Served, state: dict) -> None:
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def page() -> HTMLResponse:
         html = importlib.resources.files("bertfit.serve").joinpath("page.html").read_text("utf-8")
@@ -231,14 +261,18 @@ def add_routes(app: FastAPI, config: ServeConfig, served: Served, batcher: Batch
     async def prometheus():
         return Response(metrics_text(app), media_type="text/plain; version=0.0.4")
 
+
+def add_classifier_routes(
+    app: FastAPI, config: ServeConfig, served: Served, batcher: Batcher
+) -> None:
     @app.post("/predict", summary="labels with probabilities, labels over threshold, or a score")
     async def predict(body: PredictRequest, request: Request):
-        need("classifier", "/predict")
+        need(served, "classifier", "/predict")
         texts, pairs, single = predict_inputs(body.inputs, served.is_pair, config.max_client_batch)
         packed = served.pack(texts, pairs)
         names = ["inputs"] if single else [f"inputs[{i}]" for i in range(len(texts))]
         cut = check_long(packed, served, config.reject_long, names)
-        job = loop_job("logits", packed)
+        job = new_job("logits", packed)
         try:
             logits = await run_job(request, batcher, job)
         except ClientGone:
@@ -250,9 +284,9 @@ def add_routes(app: FastAPI, config: ServeConfig, served: Served, batcher: Batch
     async def explain(body: ExplainRequest, request: Request):
         from bertfit.inference.explain import explain as explain_one
 
-        need("classifier", "/explain")
+        need(served, "classifier", "/explain")
         text, pair = explain_inputs(body.inputs, served.is_pair)
-        job = Job("call", None, asyncio.get_running_loop().create_future())
+        job = new_job("call", None)
         job.call = lambda: explain_one(served.run, text, pair, body.steps, body.target)
         try:
             result = await run_job(request, batcher, job)
@@ -260,9 +294,24 @@ def add_routes(app: FastAPI, config: ServeConfig, served: Served, batcher: Batch
             return Response(status_code=499)
         return JSONResponse(result, headers=timing_headers(job))
 
+
+def add_embedding_routes(
+    app: FastAPI, config: ServeConfig, served: Served, batcher: Batcher
+) -> None:
+    async def vectors(request: Request, texts: list[str], normalize: bool):
+        """(vectors or None if the client left, job, truncated flags, packed inputs)."""
+        packed = served.pack(texts)
+        names = [f"inputs[{i}]" for i in range(len(texts))]
+        cut = check_long(packed, served, config.reject_long, names)
+        job = new_job("normalized" if normalize else "vectors", packed)
+        try:
+            return await run_job(request, batcher, job), job, cut, packed
+        except ClientGone:
+            return None, job, cut, packed
+
     @app.post("/embed", summary="sentence vectors")
     async def embed(body: EmbedRequest, request: Request):
-        need("embedder", "/embed")
+        need(served, "embedder", "/embed")
         texts, _ = text_inputs(body.inputs, config.max_client_batch)
         normalize = served.normalizes if body.normalize is None else body.normalize
         rows, job, cut, _ = await vectors(request, texts, normalize)
@@ -273,20 +322,18 @@ def add_routes(app: FastAPI, config: ServeConfig, served: Served, batcher: Batch
 
     @app.post("/similarity", summary="cosine similarity of a sentence with each of others")
     async def similarity(body: SimilarityRequest, request: Request):
-        need("embedder", "/similarity")
+        need(served, "embedder", "/similarity")
         source = text_inputs(body.inputs.source_sentence, 1, "inputs.source_sentence")[0]
         others, _ = text_inputs(body.inputs.sentences, config.max_client_batch, "inputs.sentences")
         rows, job, _, _ = await vectors(request, source + others, True)
         if rows is None:
             return Response(status_code=499)
-        scores = rows[1:] @ rows[0]
-        return JSONResponse(
-            {"similarities": [round(float(s), 6) for s in scores]}, headers=timing_headers(job)
-        )
+        scores = [round(float(s), 6) for s in rows[1:] @ rows[0]]
+        return JSONResponse({"similarities": scores}, headers=timing_headers(job))
 
     @app.post("/v1/embeddings", summary="embeddings in the OpenAI format")
     async def openai_embeddings(body: OpenAIEmbeddingRequest, request: Request):
-        need("embedder", "/v1/embeddings")
+        need(served, "embedder", "/v1/embeddings")
         if isinstance(body.input, list) and body.input and not isinstance(body.input[0], str):
             raise InputError("input: token ids are not accepted; send a text or a list of texts")
         texts, _ = text_inputs(body.input, config.max_client_batch, "input")
@@ -296,23 +343,24 @@ def add_routes(app: FastAPI, config: ServeConfig, served: Served, batcher: Batch
         rows, job, _, packed = await vectors(request, texts, True)
         if rows is None:
             return Response(status_code=499)
-        tokens = int(packed.lengths.sum())
         return JSONResponse(
-            {
-                "object": "list",
-                "data": [
-                    {
-                        "object": "embedding",
-                        "index": i,
-                        "embedding": _encoded(row, body.encoding_format),
-                    }
-                    for i, row in enumerate(rows)
-                ],
-                "model": body.model or served.name,
-                "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
-            },
-            headers=timing_headers(job),
+            openai_answer(rows, body, served.name, packed), headers=timing_headers(job)
         )
+
+
+def openai_answer(
+    rows: np.ndarray, body: OpenAIEmbeddingRequest, name: str, packed: Packed
+) -> dict:
+    tokens = int(packed.lengths.sum())
+    return {
+        "object": "list",
+        "data": [
+            {"object": "embedding", "index": i, "embedding": _encoded(row, body.encoding_format)}
+            for i, row in enumerate(rows)
+        ],
+        "model": body.model or name,
+        "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+    }
 
 
 def _encoded(row: np.ndarray, encoding: str):

@@ -19,6 +19,7 @@ access_log = logging.getLogger("bertfit.serve.access")
 
 # open without the API key: the page (it asks for the key), health checks, the API docs
 OPEN_PATHS = {"/", "/health", "/docs", "/docs/oauth2-redirect", "/openapi.json", "/favicon.ico"}
+DOCS_ASSETS = "/docs-assets"  # Swagger UI's own files, served by bertfit for offline use
 ROUTES = {
     "/",
     "/predict",
@@ -102,7 +103,7 @@ class Guard:
         """(status, message, type) when the request is refused before the app sees it."""
         headers = dict(scope.get("headers") or [])
         key = self.limits.api_key
-        if key and path not in OPEN_PATHS:
+        if key and path not in OPEN_PATHS and not path.startswith(DOCS_ASSETS + "/"):
             given = headers.get(b"authorization", b"").decode("latin-1")
             scheme, _, token = given.partition(" ")
             if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip(), key):

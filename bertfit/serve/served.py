@@ -168,21 +168,13 @@ def _read_metrics(folder: Path) -> dict:
 
 
 def _encode_packed(embedder: Embedder, packed: Packed, normalize: bool) -> np.ndarray:
+    """The embedder's vectors of packed inputs in one padded batch, through its backend."""
     import torch
-    import torch.nn.functional as F
 
     from bertfit.data.packing import collate
-    from bertfit.models.pooling import pool
-    from bertfit.runtime import autocast, pick_precision
+    from bertfit.runtime import pick_precision
 
     batch = collate(packed, np.arange(len(packed)), embedder.tokenizer.pad_token_id)
-    batch = {k: v.to(embedder.device) for k, v in batch.items()}
-    with (
-        torch.inference_mode(),
-        autocast(embedder.device, pick_precision(embedder.precision, embedder.device)),
-    ):
-        hidden = embedder.model(**batch).last_hidden_state
-    vectors = pool(hidden.float(), batch["attention_mask"], embedder.pooling.mode)
-    if normalize:
-        vectors = F.normalize(vectors, dim=-1)
-    return vectors.cpu().numpy()
+    with torch.inference_mode():
+        dtype = pick_precision(embedder.precision, embedder.device)
+        return embedder.vectors(batch, normalize, dtype)

@@ -18,6 +18,7 @@ log = logging.getLogger("bertfit.serve")
 
 def serve(config: ServeConfig, ready=None) -> None:
     """Serve ``config.run_dir`` until stopped; ``ready(port)`` is called once it listens."""
+    require_server_packages()
     import uvicorn
 
     from bertfit.runtime import cpu_threads
@@ -43,6 +44,23 @@ def serve(config: ServeConfig, ready=None) -> None:
         with _quiet_resignal():
             server.run(sockets=[sock])
         log.info("stopped")
+
+
+def require_server_packages() -> None:
+    """A one-line error naming the extra when FastAPI, uvicorn or prometheus-client is missing."""
+    import importlib.util
+
+    missing = [
+        name
+        for name, module in (
+            ("fastapi", "fastapi"),
+            ("uvicorn", "uvicorn"),
+            ("prometheus-client", "prometheus_client"),
+        )
+        if importlib.util.find_spec(module) is None
+    ]
+    if missing:
+        raise ConfigError(f"bertfit serve needs {', '.join(missing)}: pip install 'bertfit[serve]'")
 
 
 def bind(host: str, port: int) -> socket.socket:
