@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from bertfit.data.packing import Packed
+from bertfit.errors import BertfitError
 from bertfit.serve.metrics import ServerMetrics
 
 log = logging.getLogger("bertfit.serve")
@@ -178,6 +179,8 @@ class Batcher:
             self.metrics.queue_seconds.observe(started - job.enqueued)
         try:
             outputs = self._outputs(live)
+        except BertfitError as err:  # a request the model cannot answer (a 400), not a fault
+            outputs = [err] * len(live)
         except Exception as err:  # noqa: BLE001 - handed to the requests, which answer 500
             log.exception("inference failed")
             outputs = [err] * len(live)

@@ -72,7 +72,7 @@ class Served:
             return {
                 "kind": "embedder",
                 "run": self.name,
-                "base_model": self.embedder.name,
+                "base_model": _base_model(Path(self.name)) or self.embedder.name,
                 "problem": "embedding",
                 "is_pair": False,
                 "labels": [],
@@ -154,6 +154,16 @@ def _metrics_of(results: dict) -> dict:
 def _flat_numbers(metrics: dict) -> dict:
     """The scalar metrics (intervals and tables left to the report)."""
     return {k: v for k, v in metrics.items() if isinstance(v, (int, float, str))}
+
+
+def _base_model(folder: Path) -> str | None:
+    """The encoder a bi-encoder run was trained from."""
+    from bertfit.rundir import read_meta
+
+    try:
+        return read_meta(folder).base_model if is_run_dir(folder) else None
+    except (OSError, ValueError, TypeError, KeyError):
+        return None
 
 
 def _read_metrics(folder: Path) -> dict:
