@@ -22,17 +22,18 @@ def train(config: TrainConfig, train=None, dev=None):
     return _train(config, train, dev)
 
 
-def load(run_dir, device: str = "auto", checkpoint: str | None = None):
+def load(run_dir, device: str = "auto", checkpoint: str | None = None, backend: str = "torch"):
     """Load a finished run directory for prediction (or one of its checkpoints: best, last, a step).
 
     A classifier run gives a ``Run`` (``predict``, ``explain``); a bi-encoder run gives its
-    ``Embedder`` (``encode``, ``similarity``), as ``load_embedder`` does."""
+    ``Embedder`` (``encode``, ``similarity``), as ``load_embedder`` does. ``backend="onnx"``
+    runs the model ``bertfit export RUN --format onnx`` wrote, under onnxruntime."""
     from bertfit.inference.embed import is_bi_encoder_run, load_bi_encoder_run
     from bertfit.inference.run import load as _load
 
     if is_bi_encoder_run(run_dir):
-        return load_bi_encoder_run(run_dir, device, checkpoint)
-    return _load(run_dir, device, checkpoint)
+        return load_bi_encoder_run(run_dir, device, checkpoint, backend=backend)
+    return _load(run_dir, device, checkpoint, backend)
 
 
 def load_embedder(model: str, device: str = "auto", precision: str = "auto"):

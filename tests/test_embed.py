@@ -10,8 +10,8 @@ import torch
 
 from bertfit.cli.main import main
 from bertfit.errors import ModelError
-from bertfit.models.pooling import Pooling, pool, read_pooling, write_sentence_transformers_files
 from bertfit.inference.embed import load_embedder, top_k
+from bertfit.models.pooling import Pooling, pool, read_pooling, write_sentence_transformers_files
 from tests.conftest import write_rows
 
 

@@ -158,6 +158,8 @@ def run_compare(config: configs.CompareConfig) -> int:
 
 
 def run_export(config: configs.ExportConfig) -> int:
+    if config.format == "onnx":
+        return _run_onnx_export(config)
     from bertfit.export.hf import export_run
 
     names = export_run(config)
@@ -169,4 +171,37 @@ def run_export(config: configs.ExportConfig) -> int:
     sys.stderr.write(
         f"wrote {config.output}: {', '.join(names)}; {loader}('{config.output}') loads it\n"
     )
+    return 0
+
+
+def _run_onnx_export(config: configs.ExportConfig) -> int:
+    from bertfit.export.onnx import LIMIT, export_onnx
+    from bertfit.inference.onnx import ONNX_DIR
+
+    record = export_onnx(config)
+    what = "logit" if record["kind"] == "classifier" else "vector"
+    limit = f"{LIMIT:.0e}".replace("e-0", "e-")  # 1e-3
+    lines = [
+        f"wrote {record['output']}: {', '.join(record['files'])}",
+        f"largest |onnx - torch| {what} difference: {record['max_abs_diff']:.1e} (limit {limit})",
+    ]
+    if "quantized" in record:
+        lines.append(
+            f"int8: largest |onnx - torch| {what} difference: "
+            f"{record['quantized']['max_abs_diff']:.1e}"
+        )
+    if "metric" in record:
+        metric = record["metric"]
+        lines.append(f"{metric['name']} fp32 {metric['fp32']:.4f} -> int8 {metric['int8']:.4f}")
+    if Path(record["output"]).resolve() == (Path(config.run_dir) / ONNX_DIR).resolve():
+        command = "predict" if record["kind"] == "classifier" else "embed"
+        lines.append(f"--backend onnx uses it: bertfit {command} {config.run_dir} --backend onnx")
+    sys.stderr.writelines(line + "\n" for line in lines)
+    return 0
+
+
+def run_serve(config: configs.ServeConfig) -> int:
+    from bertfit.serve.server import serve
+
+    serve(config)
     return 0

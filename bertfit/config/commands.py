@@ -214,6 +214,7 @@ class SimilarityConfig:
     max_length: int | None = option(None, "tokens per text [default: the model's]")
     batch_size: int = batch_size_field(64, "texts per forward pass")
     device: str = device_field()
+    backend: Literal["torch", "onnx"] = backend_field()
 
     def validate(self) -> SimilarityConfig:
         raise_if(common_problems(self))
@@ -247,6 +248,7 @@ class SearchConfig:
         True, "keep the corpus embeddings next to the corpus file for the next search"
     )
     device: str = device_field()
+    backend: Literal["torch", "onnx"] = backend_field()
     progress: bool | None = progress_field()
 
     def validate(self) -> SearchConfig:
@@ -382,5 +384,13 @@ class ExportConfig:
             problems.append("--quantize and --data go with --format onnx")
         if self.data and not self.quantize:
             problems.append("--data scores the model before and after --quantize int8; add it")
+        if self.data and not Path(self.data).is_file():
+            problems.append(f"--data {self.data}: no such file")
         raise_if(problems)
         return self
+
+    def destination(self) -> Path:
+        """The folder to write: --output, else for onnx the run's own ``onnx/`` folder."""
+        if self.output:
+            return Path(self.output)
+        return Path(self.run_dir) / "onnx"

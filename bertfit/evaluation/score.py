@@ -72,8 +72,10 @@ def evaluate_similarity(config: EvaluateConfig, data: Any = None) -> dict:
 
     model = config.run_dir
     if config.checkpoint is not None:  # a checkpoint folder is a sentence-transformers model
+        if config.backend == "onnx":
+            raise ConfigError("--backend onnx runs the exported final model; drop --checkpoint")
         model = str(find_checkpoint(config.run_dir, config.checkpoint).path)
-    embedder = load_embedder(model, config.device)
+    embedder = load_embedder(model, config.device, backend=config.backend)
     if config.task is not None:
         from bertfit.data.corpus import locate, read_split
         from bertfit.data.tasks import get_task

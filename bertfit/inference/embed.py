@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,7 +26,7 @@ from tqdm.auto import tqdm
 from bertfit.data.examples import Columns
 from bertfit.data.memory import is_text_list, read_source, require_texts
 from bertfit.data.packing import Packed, Tokenizer, iterate_batches, pack_texts, sorted_batches
-from bertfit.errors import ModelError
+from bertfit.errors import ConfigError, ModelError
 from bertfit.models.pooling import Pooling, pool, read_pooling
 from bertfit.rundir import (
     CHECKPOINT_PREFIX,
@@ -55,6 +56,12 @@ class Embedder:
     pooling: Pooling
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     precision: str = "auto"
+    # "torch", or "onnx" with ``onnx`` (an ``OnnxEmbedding``) running the exported graph, which
+    # pools and normalises inside it; the PyTorch model stays loaded
+    backend: str = "torch"
+    onnx: Callable[[dict[str, torch.Tensor], bool], np.ndarray] | None = field(
+        default=None, repr=False
+    )
 
     def pack(self, texts: list[str]) -> Packed:
         return pack_texts(self.tokenizer, texts, None, self.pooling.max_length, "longest-first")
@@ -89,19 +96,28 @@ class Embedder:
         for indices, batch in iterate_batches(
             sorted_batches(packed.lengths, batch_size), packed, self.tokenizer.pad_token_id
         ):
-            batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
-            with autocast(self.device, dtype):
-                hidden = self.model(**batch).last_hidden_state
-            vectors = pool(hidden.float(), batch["attention_mask"], self.pooling.mode)
-            if normalize:
-                vectors = F.normalize(vectors, dim=-1)
+            vectors = self.vectors(batch, normalize, dtype)
             if out is None:
                 out = np.empty((len(texts), vectors.shape[1]), dtype=np.float32)
-            out[indices] = vectors.cpu().numpy()
+            out[indices] = vectors
             bar.update(len(indices))
         bar.close()
         width = self.model.config.hidden_size
         return out if out is not None else np.zeros((0, width), dtype=np.float32)
+
+    def vectors(
+        self, batch: dict[str, torch.Tensor], normalize: bool, dtype: torch.dtype | None
+    ) -> np.ndarray:
+        """The sentence vectors of one padded batch, through the backend."""
+        if self.onnx is not None:
+            return self.onnx(batch, normalize)
+        batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
+        with autocast(self.device, dtype):
+            hidden = self.model(**batch).last_hidden_state
+        vectors = pool(hidden.float(), batch["attention_mask"], self.pooling.mode)
+        if normalize:
+            vectors = F.normalize(vectors, dim=-1)
+        return vectors.cpu().numpy()
 
     def similarity(self, texts: list[str], others: list[str], batch_size: int = 64) -> np.ndarray:
         """Cosine similarity of each text with its partner in ``others``."""
@@ -110,7 +126,13 @@ class Embedder:
         return (a * b).sum(axis=1)
 
 
-def load_embedder(spec: str, device: str = "auto", precision: str = "auto") -> Embedder:
+def load_embedder(
+    spec: str,
+    device: str = "auto",
+    precision: str = "auto",
+    backend: str = "torch",
+    onnx_file: str | None = None,
+) -> Embedder:
     """An ``Embedder`` from a finished bi-encoder run directory or any encoder spec ``--model``
     accepts (``default``, a folder, a hub name).
 
@@ -118,11 +140,32 @@ def load_embedder(spec: str, device: str = "auto", precision: str = "auto") -> E
     bf16 (fast; the default encoder's vectors then differ from sentence-transformers' fp32 ones
     by up to about 2e-3 per component), ``"fp32"`` gives sentence-transformers' vectors (to
     about 3e-7), ``"bf16"`` forces bf16. Example: ``load_embedder("runs/sts", precision="fp32").encode(["a text"])``.
+    ``backend="onnx"`` (a bi-encoder run only) embeds with the graph that ``bertfit export RUN
+    --format onnx`` wrote (``onnx_file``, or the run's ``onnx/`` folder) under onnxruntime.
     """
     folder = Path(spec)
+    if backend not in ("torch", "onnx"):
+        raise ConfigError(f"--backend must be torch or onnx, got {backend!r}")
     if is_run_dir(folder):
         _check_bi_encoder_run(folder)
-    return open_embedder(spec, device, precision)
+    elif backend == "onnx":
+        raise ConfigError(
+            f"--backend onnx: {spec} is an encoder, not a bi-encoder run, so it has no ONNX "
+            "export; train a run (or use --backend torch)"
+        )
+    embedder = open_embedder(spec, device, precision)
+    return with_onnx(embedder, folder, onnx_file) if backend == "onnx" else embedder
+
+
+def with_onnx(embedder: Embedder, run_dir: Path, onnx_file: str | None = None) -> Embedder:
+    """``embedder`` running the run's exported graph (see ``bertfit.inference.onnx``)."""
+    from bertfit.inference.onnx import onnx_embedding_forward
+
+    embedder.onnx = onnx_embedding_forward(
+        run_dir, onnx_file, embedder.device, embedder.pooling.normalize
+    )
+    embedder.backend = "onnx"
+    return embedder
 
 
 def is_bi_encoder_run(path: str | os.PathLike) -> bool:
@@ -137,20 +180,24 @@ def load_bi_encoder_run(
     device: str = "auto",
     checkpoint: str | None = None,
     precision: str = "auto",
+    backend: str = "torch",
 ) -> Embedder:
     """What ``bertfit.load`` gives for a bi-encoder run: its ``Embedder`` (``encode`` texts,
-    ``similarity`` of pairs); ``checkpoint`` (best, last, a step) loads one of its checkpoints.
+    ``similarity`` of pairs); ``checkpoint`` (best, last, a step) loads one of its checkpoints;
+    ``backend="onnx"`` embeds with the run's ONNX export.
 
     Example: ``bertfit.load("runs/sts").similarity(["A plane takes off."], ["A jet departs."])``.
     """
     folder = Path(run_dir)
+    if backend == "onnx" and (checkpoint is not None or folder.name.startswith(CHECKPOINT_PREFIX)):
+        raise ModelError("--backend onnx runs the exported final model; drop --checkpoint")
     if checkpoint is not None:
         from bertfit.training.checkpoint import find_checkpoint
 
         folder = find_checkpoint(folder, checkpoint).path
     if folder.name.startswith(CHECKPOINT_PREFIX):  # a checkpoint is a sentence-transformers model
         return open_embedder(str(folder), device, precision)
-    return load_embedder(str(folder), device, precision)
+    return load_embedder(str(folder), device, precision, backend)
 
 
 def _check_bi_encoder_run(folder: Path) -> None:
@@ -220,6 +267,9 @@ def corpus_key(embedder: Embedder, texts: list[str], normalize: bool) -> str:
     weights = [embedder.path / n for n in ("model.safetensors", "pytorch_model.bin")]
     stamp = [(w.stat().st_size, w.stat().st_mtime_ns) for w in weights if w.exists()]
     identity = [str(embedder.path), stamp, embedder.pooling.__dict__, normalize, embedder.precision]
+    graph = getattr(embedder.onnx, "path", None)
+    if graph is not None:  # the ONNX graph's vectors (int8 ones above all) are others
+        identity += [str(graph), graph.stat().st_size, graph.stat().st_mtime_ns]
     digest.update(json.dumps(identity).encode())
     for text in texts:
         digest.update(text.encode("utf-8") + b"\0")

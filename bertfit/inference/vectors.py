@@ -21,10 +21,10 @@ from bertfit.files import atomic_open
 log = logging.getLogger("bertfit")
 
 
-def _embedder(spec: str, device: str, max_length: int | None):
+def _embedder(spec: str, device: str, max_length: int | None, backend: str = "torch"):
     from bertfit.inference.embed import load_embedder
 
-    embedder = load_embedder(spec, device)
+    embedder = load_embedder(spec, device, backend=backend)
     if max_length is not None:
         embedder.pooling.max_length = max_length
     return embedder
@@ -38,7 +38,7 @@ def embed(config: EmbedConfig) -> np.ndarray:
     if not str(config.output).lower().endswith((".npy", ".parquet")):
         raise ConfigError(f"--output {config.output}: use .npy or .parquet")
     texts = read_sentences(config.input, config.text_column, **file_options(config))
-    embedder = _embedder(config.model, config.device, config.max_length)
+    embedder = _embedder(config.model, config.device, config.max_length, config.backend)
     vectors = embedder.encode(
         texts, config.batch_size, config.normalize, show_progress(config.progress)
     )
@@ -49,7 +49,7 @@ def embed(config: EmbedConfig) -> np.ndarray:
 def similarity(config: SimilarityConfig) -> float:
     """Cosine similarity of ``--text`` and ``--pair``."""
     config.validate()
-    embedder = _embedder(config.model, config.device, config.max_length)
+    embedder = _embedder(config.model, config.device, config.max_length, config.backend)
     return float(embedder.similarity([config.text], [config.pair], config.batch_size)[0])
 
 
@@ -64,7 +64,7 @@ def search(config: SearchConfig) -> list[dict]:
         if config.query is not None
         else read_sentences(config.queries, config.text_column, **file_options(config))
     )
-    embedder = _embedder(config.model, config.device, config.max_length)
+    embedder = _embedder(config.model, config.device, config.max_length, config.backend)
     vectors = cached_corpus_vectors(
         embedder,
         Path(config.corpus),
