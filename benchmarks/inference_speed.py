@@ -1,8 +1,9 @@
 """Inference speed of a fine-tuned classifier, side by side in one process, on SST-2 dev.
 
 Contenders (the same run's weights in each):
-- ``bertfit torch``: ``Run.logits`` (length-sorted batches, bf16 autocast where the CPU has it)
-- ``bertfit torch lean``: the same with the lean forward of ``models/fastbert.py``
+- ``bertfit torch``: ``Run.logits`` (length-sorted batches, bf16 autocast where the CPU has it,
+  the lean forward of ``models/fastbert.py``)
+- ``bertfit torch, HF forward``: the same with the model's own ``forward``
 - ``bertfit onnx fp32`` / ``bertfit onnx int8``: ``--backend onnx`` with RUN/onnx/model.onnx and
   model_quantized.onnx (made by ``bertfit export RUN --format onnx --quantize int8``)
 - ``pipeline``: ``transformers.pipeline("text-classification")`` with its defaults
@@ -33,15 +34,16 @@ def dev_rows(path: Path) -> tuple[list[str], np.ndarray]:
     return [r[0] for r in rows], np.array([int(r[1]) for r in rows])
 
 
-def bertfit_contender(run_dir: str, backend: str, onnx_file: str | None = None, lean=False):
+def bertfit_contender(
+    run_dir: str, backend: str, onnx_file: str | None = None, own_forward: bool = False
+):
     """predict(texts, batch_size) -> predicted label indices, through ``Run``."""
     from bertfit.inference.run import load
 
     run = load(run_dir, device="cpu", backend=backend, onnx_file=onnx_file)
-    if lean:  # the lean forward over the run's own weights, under the same bf16 autocast
+    if own_forward:  # the model's own forward instead of the lean one, same bf16 autocast
         import torch
 
-        from bertfit.models.fastbert import lean_logits
         from bertfit.runtime import autocast, pick_precision
 
         dtype = pick_precision("auto", run.device)
@@ -49,10 +51,7 @@ def bertfit_contender(run_dir: str, backend: str, onnx_file: str | None = None, 
         @torch.inference_mode()
         def forward(batch):
             with autocast(run.device, dtype):
-                logits = lean_logits(
-                    run.model, batch["input_ids"], batch["token_type_ids"], batch["attention_mask"]
-                )
-            return logits.float().numpy()
+                return run.model(**batch).logits.float().numpy()
 
         run.forward = forward
 
@@ -143,7 +142,7 @@ def main() -> None:
     onnx = Path(args.run) / "onnx"
     contenders = {
         "bertfit torch": lambda: bertfit_contender(args.run, "torch"),
-        "bertfit torch lean": lambda: bertfit_contender(args.run, "torch", lean=True),
+        "bertfit torch, HF forward": lambda: bertfit_contender(args.run, "torch", own_forward=True),
         "bertfit onnx fp32": lambda: bertfit_contender(args.run, "onnx", str(onnx / "model.onnx")),
         "bertfit onnx int8": lambda: bertfit_contender(
             args.run, "onnx", str(onnx / "model_quantized.onnx")

@@ -241,14 +241,48 @@ def merge_packed(parts: list[Packed]) -> tuple[Packed, list[int]]:
     return merged, [len(part) for part in parts]
 
 
-def token_chunks(lengths: np.ndarray, max_tokens: int) -> list[np.ndarray]:
-    """Indices sorted by length, cut so that each chunk's rows x longest stays within
-    ``max_tokens`` (a single longer row goes alone)."""
+# what one more forward pass costs beyond its tokens, in padded tokens: a small encoder on a CPU
+# spends about as long on the fixed work of a pass as on this many tokens
+PASS_OVERHEAD_TOKENS = 64
+EXACT_SPLIT_ROWS = 256  # longer batches are cut greedily (the exact split is quadratic)
+
+
+def token_chunks(
+    lengths: np.ndarray, max_tokens: int, overhead: int = PASS_OVERHEAD_TOKENS
+) -> list[np.ndarray]:
+    """Indices sorted by length, cut into forward passes of rows x longest <= ``max_tokens``
+    (a single longer row goes alone) that waste the least compute on padding.
+
+    Concurrent requests mix short and long texts; one pass pads every row to the longest, so
+    a batch of SST-2 sentences was padded to twice its tokens. The cut minimises padded tokens
+    plus ``overhead`` per pass over all splits of the sorted rows (dynamic programming).
+    """
     order = np.argsort(-lengths, kind="stable")
+    sorted_lengths = [int(n) for n in lengths[order]]
+    if len(order) > EXACT_SPLIT_ROWS:
+        return _greedy_chunks(order, sorted_lengths, max_tokens)
+    n = len(order)
+    best = [0.0] + [float("inf")] * n
+    cut = [0] * (n + 1)
+    for end in range(1, n + 1):
+        for start in range(end - 1, -1, -1):  # the chunk [start, end) is padded to lengths[start]
+            rows = end - start
+            if rows > 1 and rows * sorted_lengths[start] > max_tokens:
+                break
+            cost = best[start] + rows * sorted_lengths[start] + overhead
+            if cost < best[end]:
+                best[end], cut[end] = cost, start
+    chunks, end = [], n
+    while end > 0:
+        chunks.append(order[cut[end] : end])
+        end = cut[end]
+    return chunks[::-1]
+
+
+def _greedy_chunks(order: np.ndarray, lengths: list[int], max_tokens: int) -> list[np.ndarray]:
     chunks, start = [], 0
     while start < len(order):
-        longest = int(lengths[order[start]])  # the first row of a chunk is its longest
-        size = max(1, max_tokens // max(1, longest))
+        size = max(1, max_tokens // max(1, lengths[start]))  # a chunk's first row is its longest
         chunks.append(order[start : start + size])
         start += size
     return chunks
