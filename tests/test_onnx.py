@@ -430,3 +430,16 @@ def test_the_dynamo_exporter_is_the_fallback(runs, tmp_path, monkeypatch):
     assert listing(run / "onnx") == sorted(record["files"])  # weights inside, no .data file
     got = bertfit.load(run, device="cpu", backend="onnx").logits(TEXTS, PAIRS, batch_size=2)
     assert np.abs(got - fp32_logits(run, TEXTS, PAIRS)).max() < 1e-3
+
+
+@pytest.mark.slow
+def test_onnx_predicts_without_the_pytorch_model_and_loads_it_to_explain(exported, capsys):
+    from bertfit.inference.run import load
+
+    run_dir, _ = exported("classifier", capsys)
+    run = load(run_dir, device="cpu", backend="onnx")
+    assert run.torch_model is None  # predicting needs only the graph: no transformers model load
+    assert run.predict(["a great film"])[0]["label"] in ("neg", "pos")
+    assert run.torch_model is None
+    words = [w["word"] for w in run.explain("a great film", steps=4)["words"]]
+    assert words == ["a", "great", "film"] and run.torch_model is not None

@@ -120,12 +120,21 @@ class Run:
     directory: Path
     meta: RunMeta
     results: dict
-    model: nn.Module = field(repr=False)
+    # the PyTorch model; with the onnx backend None until something needs it (see ``model``)
+    torch_model: nn.Module | None = field(repr=False)
     tokenizer: Tokenizer = field(repr=False)
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     # "torch", or "onnx" with ``forward`` running the exported graph under onnxruntime
     backend: str = "torch"
     forward: Forward | None = field(default=None, repr=False)
+    model_loader: Callable[[], nn.Module] | None = field(default=None, repr=False)
+
+    @property
+    def model(self) -> nn.Module:
+        """The PyTorch model (loaded on first use when the run predicts through onnx)."""
+        if self.torch_model is None and self.model_loader is not None:
+            self.torch_model = self.model_loader()
+        return self.torch_model
 
     @property
     def labels(self) -> list[str]:
@@ -260,7 +269,7 @@ def load(
     also works while the run is unfinished; ``load("runs/x/checkpoint-63")`` is
     ``load("runs/x", checkpoint="63")``. ``backend="onnx"`` predicts with the model that
     ``bertfit export --format onnx`` wrote (``onnx_file``, or the run's ``onnx/`` folder) under
-    onnxruntime; the PyTorch model stays loaded for ``explain``.
+    onnxruntime; the PyTorch model is then loaded only if ``explain`` (or ``.model``) needs it.
     """
     from bertfit.models.classifier import load_classifier
     from bertfit.rundir import CHECKPOINT_PREFIX
@@ -304,10 +313,21 @@ def load(
 
         chosen = find_checkpoint(directory, checkpoint)
         weights, results = chosen.path, _checkpoint_results(chosen.state, meta.labels)
-    model, tokenizer = load_classifier(weights, meta.encoder_kind)
     torch_device = pick_device(device)
-    model.to(torch_device).eval()
     forward = _backend_forward(directory, backend, checkpoint, onnx_file, torch_device)
+
+    def load_model() -> tuple[nn.Module, Tokenizer]:
+        model, tokenizer = load_classifier(weights, meta.encoder_kind)
+        return model.to(torch_device).eval(), tokenizer
+
+    if forward is not None:  # onnx predicts without the PyTorch model: load it if explain asks
+        from bertfit.models.classifier import load_run_tokenizer
+
+        tokenizer = load_run_tokenizer(weights)
+        run = Run(directory, meta, results, None, tokenizer, torch_device, backend, forward)
+        run.model_loader = lambda: load_model()[0]
+        return run
+    model, tokenizer = load_model()
     return Run(directory, meta, results, model, tokenizer, torch_device, backend, forward)
 
 

@@ -125,3 +125,17 @@ def load_classifier(directory: Path, kind: str) -> tuple[nn.Module, Tokenizer]:
             f"{directory}: cannot load the trained model ({type(err).__name__}: {one_line(err)})"
         ) from None
     return full_precision_head(model), HFTokenizer(tokenizer)
+
+
+def load_run_tokenizer(directory: Path) -> Tokenizer:
+    """The tokenizer of a run directory alone (Hugging Face runs), without the model."""
+    from transformers import AutoTokenizer
+
+    try:
+        with quiet_transformers():
+            tokenizer = AutoTokenizer.from_pretrained(str(directory), use_fast=True)
+    except Exception as err:
+        raise ModelError(
+            f"{directory}: cannot load the tokenizer ({type(err).__name__}: {one_line(err)})"
+        ) from None
+    return HFTokenizer(tokenizer)
