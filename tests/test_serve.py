@@ -290,6 +290,14 @@ def test_malformed_requests_of_every_other_kind(clients):
         (b.post("/embed", json={"inputs": [None]}), 400),
         (b.post("/v1/embeddings", json={"input": "a", "dimensions": 7}), 400),
         (b.post("/v1/embeddings", json={"input": "a", "encoding_format": "int"}), 422),
+        (
+            c.post(
+                "/predict",
+                content=b"inputs=a",
+                headers={"content-type": "application/x-www-form-urlencoded"},
+            ),
+            415,
+        ),
         (c.get("/nowhere"), 404),
         (c.get("/predict"), 405),
     ]

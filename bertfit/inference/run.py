@@ -39,8 +39,8 @@ def torch_forward(model: nn.Module, device: torch.device, dtype: torch.dtype | N
     """The logits of ``model`` (already in eval mode) on ``device`` under ``dtype`` autocast.
 
     A plain BERT classifier runs the lean forward of ``models/fastbert.py`` (the same maths):
-    measured on an SST-2 MiniLM run, 12 % more sentences/s at batch 32 and 30 % less latency
-    for one sentence than the model's own forward (``benchmarks/inference_speed.py``).
+    on an SST-2 MiniLM run it cut the latency of one sentence by 15-30 % and gave 3-12 % more
+    sentences/s at batch 32 than the model's own forward (``benchmarks/inference_speed.py``).
     """
     from bertfit.models.fastbert import lean_logits, supports_lean_forward
 

@@ -155,6 +155,10 @@ def add_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def on_validation_error(request: Request, err: RequestValidationError):
+        kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if kind and kind != "application/json" and not kind.endswith("+json"):
+            message = f"send the body as JSON with 'Content-Type: application/json', not {kind}"
+            return error(415, message, "unsupported_media_type")
         return validation_error(request.url.path, err.errors())
 
     @app.exception_handler(StarletteHTTPException)
