@@ -2,7 +2,8 @@
 
 For each server setting (dynamic batching on; off = ``--max-batch-requests 1``) a real server
 runs in its own process on 127.0.0.1; for each client count (1, 8, 32, 128) the clients send a
-fixed number of requests, SST-2 dev sentences in turn, over keep-alive connections. Reported:
+fixed number of requests, SST-2 dev sentences in turn, over keep-alive connections, after an
+unmeasured warm-up at the same count. Reported:
 requests/s, p50/p95/p99 latency, failed requests. Then a list of malformed requests is sent and
 their status codes recorded (none may be 5xx).
 
@@ -185,8 +186,10 @@ def main() -> None:
         port = free_port()
         proc = start_server(args.run, port, extra + args.extra.split())
         try:
-            asyncio.run(load(port, sentences, 8, 64))  # warm the connections and caches
-            rows = [asyncio.run(load(port, sentences, n, args.requests)) for n in counts]
+            rows = []
+            for n in counts:  # steady state: each count first runs unmeasured a while
+                asyncio.run(load(port, sentences, n, min(args.requests, 20 * n)))
+                rows.append(asyncio.run(load(port, sentences, n, args.requests)))
             results["settings"][setting] = rows
             if setting == "batching":
                 results["malformed"] = asyncio.run(malformed(port))

@@ -533,3 +533,32 @@ def test_the_listening_socket_says_tcp_so_answers_are_not_held_by_nagle():
         assert sock.proto == socket.IPPROTO_TCP
     finally:
         sock.close()
+
+
+def test_a_lone_request_never_waits_but_a_busy_queue_waits_for_more():
+    from bertfit.data.packing import Packed
+    from bertfit.serve.batching import Batcher, BatchLimits, Job
+    from bertfit.serve.metrics import ServerMetrics
+
+    sizes = []
+
+    def compute(kind, packed):
+        sizes.append(len(packed))
+        return np.zeros((len(packed), 2), np.float32)
+
+    one = lambda: Packed(np.ones(4, np.int32), np.zeros(4, np.int8), np.array([0, 4]))  # noqa: E731
+    loop = asyncio.new_event_loop()
+    batcher = Batcher(compute, BatchLimits(1000, 64, max_wait=0.3), ServerMetrics())
+    batcher.start()
+    started = time.perf_counter()
+    batcher.submit(Job("logits", one(), loop.create_future()))
+    while not sizes:
+        time.sleep(0.001)
+    assert time.perf_counter() - started < 0.2  # alone: computed at once, no 300 ms wait
+    batcher.last_batch_requests = 8  # as after a batch of concurrent requests
+    batcher.submit(Job("logits", one(), loop.create_future()))
+    time.sleep(0.05)
+    batcher.submit(Job("logits", one(), loop.create_future()))  # arrives within the wait
+    batcher.stop()
+    assert sizes == [1, 2]
+    loop.close()

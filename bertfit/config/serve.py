@@ -30,7 +30,9 @@ class ServeConfig:
     )
     max_batch_requests: int = option(64, "requests grouped into one forward pass at most")
     max_wait_ms: float = option(
-        1.0, "how long a batch that could take more waits for them, in milliseconds"
+        5.0,
+        "under concurrent load, how long a batch that could take more waits for them, in "
+        "milliseconds (a lone client never waits)",
     )
     max_concurrent_requests: int = option(
         512, "requests waiting or computing at once; more get 429"
