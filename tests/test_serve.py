@@ -562,3 +562,62 @@ def test_a_lone_request_never_waits_but_a_busy_queue_waits_for_more():
     batcher.stop()
     assert sizes == [1, 2]
     loop.close()
+
+
+@pytest.mark.slow
+def test_a_request_whose_client_left_is_dropped_before_compute(runs):
+    import httpx
+    import uvicorn
+
+    from bertfit.serve.server import bind
+
+    config = ServeConfig(run_dir=str(runs["classifier"]), access_log=False)
+    app = create_app(config, load_served(config))
+    sock = bind("127.0.0.1", 0)
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    try:
+        end = time.time() + 30
+        while time.time() < end:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/health").status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            time.sleep(0.05)
+        batcher = app.state.batcher
+
+        class Held:  # blocked() wants something with .app.state.batcher
+            pass
+
+        held = Held()
+        held.app = app
+        release = blocked(held)
+        before = batcher.forward_calls
+        body = b'{"inputs": "a great film"}'
+        with socket.create_connection(("127.0.0.1", port)) as raw:
+            raw.sendall(
+                b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                + f"Content-Length: {len(body)}\r\n\r\n".encode()
+                + body
+            )
+            end = time.time() + 10
+            while batcher.waiting < 1 and time.time() < end:
+                time.sleep(0.005)
+            assert batcher.waiting == 1
+        time.sleep(0.3)  # the server notices the closed connection
+        release.set()
+        end = time.time() + 10
+        while "bertfit_dropped_jobs_total 1.0" not in app.state.metrics.text().decode():
+            assert time.time() < end, "the gone client's job was not dropped"
+            time.sleep(0.02)
+        assert batcher.forward_calls == before  # its input never reached the model
+        assert (
+            httpx.post(f"http://127.0.0.1:{port}/predict", json={"inputs": "a"}).status_code == 200
+        )
+    finally:
+        server.should_exit = True
+        thread.join(30)
+    assert not thread.is_alive()
