@@ -389,19 +389,23 @@ def test_a_second_export_needs_overwrite_and_replaces_the_first(exported, tmp_pa
     assert not [p.name for p in run.iterdir() if p.name.startswith(".onnx")]  # no temporaries
 
 
+def only_exporter(real, name: str):
+    """``export_graph`` that fails for every exporter but ``name``."""
+
+    def export_graph(graph, sample, path, exporter):
+        if exporter != name:
+            raise RuntimeError(f"no {exporter} here")
+        real(graph, sample, path, exporter)
+
+    return export_graph
+
+
 @pytest.mark.slow
 def test_a_graph_that_disagrees_is_not_published(runs, tmp_path, monkeypatch, capsys):
     import bertfit.export.onnx as export
 
     run = copy_run(runs("classifier"), tmp_path / "run")
-    real = export.export_graph
-
-    def torchscript_only(graph, sample, path, exporter):
-        if exporter == "dynamo":
-            raise RuntimeError("no dynamo here")
-        real(graph, sample, path, exporter)
-
-    monkeypatch.setattr(export, "export_graph", torchscript_only)
+    monkeypatch.setattr(export, "export_graph", only_exporter(export.export_graph, "torchscript"))
     monkeypatch.setattr(export, "largest_difference", lambda *_: 0.5)
     assert main(["export", str(run), "--format", "onnx"]) == 2
     err = capsys.readouterr().err
@@ -416,14 +420,7 @@ def test_the_dynamo_exporter_is_the_fallback(runs, tmp_path, monkeypatch):
     import bertfit.export.onnx as export
 
     run = copy_run(runs("pair"), tmp_path / "run")
-    real = export.export_graph
-
-    def dynamo_only(graph, sample, path, exporter):
-        if exporter == "torchscript":
-            raise RuntimeError("no torchscript here")
-        real(graph, sample, path, exporter)
-
-    monkeypatch.setattr(export, "export_graph", dynamo_only)
+    monkeypatch.setattr(export, "export_graph", only_exporter(export.export_graph, "dynamo"))
     assert main(["export", str(run), "--format", "onnx"]) == 0
     record = json.loads((run / "onnx" / "export.json").read_text())
     assert record["exporter"] == "dynamo" and record["max_abs_diff"] < 1e-3
