@@ -272,28 +272,8 @@ def load(
     onnxruntime; the PyTorch model is then loaded only if ``explain`` (or ``.model``) needs it.
     """
     from bertfit.models.classifier import load_classifier
-    from bertfit.rundir import CHECKPOINT_PREFIX
 
-    directory = Path(run_dir)
-    up = directory.parent
-    if directory.is_file():  # model.safetensors, bertfit.json: the folder that holds it may do
-        usable = is_run_dir(up) or (up.name.startswith(CHECKPOINT_PREFIX) and is_run_dir(up.parent))
-        raise ModelError(
-            f"{directory}: is a file, expected a run directory (the folder that holds {RUN_CONFIG})"
-            + (f"; use {up}" if usable else "")
-        )
-    if not directory.is_dir():
-        raise ModelError(f"{directory}: no such run directory")
-    if directory.name.startswith(CHECKPOINT_PREFIX) and is_run_dir(up):
-        # a checkpoint folder loads as its run with --checkpoint: the labels are in the run's files
-        if checkpoint is not None:
-            raise ModelError(
-                f"{directory}: is a checkpoint already; drop --checkpoint, or give the run "
-                f"{up} with --checkpoint {checkpoint}"
-            )
-        directory, checkpoint = up, directory.name
-    if not is_run_dir(directory):
-        raise ModelError(f"{directory}: not a bertfit run directory (no {RUN_CONFIG})")
+    directory, checkpoint = _run_directory(Path(run_dir), checkpoint)
     finished = is_finished(directory)
     if not finished and checkpoint is None:
         raise ModelError(_unfinished_message(directory))
@@ -329,6 +309,33 @@ def load(
         return run
     model, tokenizer = load_model()
     return Run(directory, meta, results, model, tokenizer, torch_device, backend, forward)
+
+
+def _run_directory(directory: Path, checkpoint: str | None) -> tuple[Path, str | None]:
+    """(run directory, checkpoint) that ``load`` was pointed at: a checkpoint folder stands for
+    its run with ``--checkpoint``; a file, a missing folder or a foreign one is refused."""
+    from bertfit.rundir import CHECKPOINT_PREFIX
+
+    up = directory.parent
+    if directory.is_file():  # model.safetensors, bertfit.json: the folder that holds it may do
+        usable = is_run_dir(up) or (up.name.startswith(CHECKPOINT_PREFIX) and is_run_dir(up.parent))
+        raise ModelError(
+            f"{directory}: is a file, expected a run directory (the folder that holds {RUN_CONFIG})"
+            + (f"; use {up}" if usable else "")
+        )
+    if not directory.is_dir():
+        raise ModelError(f"{directory}: no such run directory")
+    if directory.name.startswith(CHECKPOINT_PREFIX) and is_run_dir(up):
+        # a checkpoint folder loads as its run with --checkpoint: the labels are in the run's files
+        if checkpoint is not None:
+            raise ModelError(
+                f"{directory}: is a checkpoint already; drop --checkpoint, or give the run "
+                f"{up} with --checkpoint {checkpoint}"
+            )
+        directory, checkpoint = up, directory.name
+    if not is_run_dir(directory):
+        raise ModelError(f"{directory}: not a bertfit run directory (no {RUN_CONFIG})")
+    return directory, checkpoint
 
 
 def _backend_forward(
