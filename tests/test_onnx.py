@@ -440,3 +440,40 @@ def test_onnx_predicts_without_the_pytorch_model_and_loads_it_to_explain(exporte
     assert run.torch_model is None
     words = [w["word"] for w in run.explain("a great film", steps=4)["words"]]
     assert words == ["a", "great", "film"] and run.torch_model is not None
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["classifier", "bi_encoder"])
+def test_serve_backend_onnx_answers_as_the_torch_backend(exported, kind, capsys):
+    from fastapi.testclient import TestClient
+
+    from bertfit.config.serve import ServeConfig
+    from bertfit.serve.app import create_app, load_served
+
+    run_dir, _ = exported(kind, capsys)
+    answers = {}
+    for backend in ("torch", "onnx"):
+        config = ServeConfig(run_dir=str(run_dir), backend=backend, access_log=False)
+        with TestClient(create_app(config, load_served(config))) as client:
+            while client.get("/health").status_code != 200:
+                pass
+            assert client.get("/info").json()["backend"] == backend
+            if kind == "classifier":
+                answers[backend] = client.post(
+                    "/predict", json={"inputs": ["a great film", "x"]}
+                ).json()
+                explained = client.post("/explain", json={"inputs": "a great film", "steps": 4})
+                assert explained.status_code == 200  # onnx loads the PyTorch model for it
+            else:
+                body = {
+                    "inputs": {"source_sentence": "a great film", "sentences": ["great", "x y"]}
+                }
+                answers[backend] = client.post("/similarity", json=body).json()
+    if kind == "classifier":
+        for a, b in zip(answers["torch"], answers["onnx"]):
+            assert a.keys() == b.keys() and a["label"] == b["label"]
+            for label, p in a["probabilities"].items():
+                assert b["probabilities"][label] == pytest.approx(p, abs=2e-2)  # bf16 vs fp32
+    else:
+        got = answers["onnx"]["similarities"]
+        assert got == pytest.approx(answers["torch"]["similarities"], abs=2e-2)

@@ -621,3 +621,17 @@ def test_a_request_whose_client_left_is_dropped_before_compute(runs):
         server.should_exit = True
         thread.join(30)
     assert not thread.is_alive()
+
+
+@pytest.mark.slow
+def test_serve_refuses_an_unfinished_run_as_predict_does(runs, tmp_path, capsys):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(runs["classifier"], run)
+    (run / "results.json").unlink()
+    assert main(["predict", str(run), "--text", "a"]) == 2
+    expected = capsys.readouterr().err.strip()
+    assert main(["serve", str(run), "--port", "0"]) == 2
+    got = capsys.readouterr().err.strip()
+    assert got == expected and len(got.splitlines()) == 1 and "did not finish" in got

@@ -119,7 +119,8 @@ def load_served(config: ServeConfig) -> Served:
         embedder = load_bi_encoder_run(folder, config.device, **extra)
         return Served(spec, embedder=embedder, backend=config.backend)
     if is_run_dir(folder) or not _names_an_encoder(spec):
-        return Served(spec, run=load(folder, config.device, backend=config.backend))
+        run = load(folder, config.device, backend=config.backend)
+        return Served(spec, run=run, backend=config.backend)
     if config.backend != "torch":
         raise ConfigError(
             f"--backend {config.backend} serves an exported run; {spec} is an encoder, not a run"

@@ -1,0 +1,137 @@
+"""The thin layer between the training loop and PyTorch's distributed engine (torchrun).
+
+torchrun starts one process per device and tells each its place through the environment
+(``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``LOCAL_WORLD_SIZE``); ``World.from_env`` reads it.
+Every rank computes the same seeded global batch order; ``rank_slices`` cuts each global batch
+into one slice per rank with about the same padded tokens, so no rank waits long on another;
+``check_global_batch`` keeps ``--batch-size`` the global batch of one optimizer step.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from bertfit.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class World:
+    """This process's place among the training processes (one process: rank 0 of 1)."""
+
+    rank: int = 0
+    size: int = 1
+    local_rank: int = 0
+    local_size: int = 1
+
+    @property
+    def is_main(self) -> bool:
+        """The one process that writes the run directory, logs and shows progress."""
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.size > 1
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> World:
+        """The world torchrun describes in the environment; one process when it says nothing."""
+        env = os.environ if env is None else env
+        try:
+            size = int(env.get("WORLD_SIZE", "1"))
+            rank = int(env.get("RANK", "0"))
+            local_rank = int(env.get("LOCAL_RANK", str(rank)))
+            local_size = int(env.get("LOCAL_WORLD_SIZE", str(size)))
+        except ValueError as err:
+            raise ConfigError(f"torchrun's environment is not numbers: {err}") from None
+        if not (0 <= rank < size and 0 <= local_rank < local_size <= size):
+            raise ConfigError(
+                f"inconsistent torchrun environment: RANK {rank}, WORLD_SIZE {size}, "
+                f"LOCAL_RANK {local_rank}, LOCAL_WORLD_SIZE {local_size}"
+            )
+        return cls(rank, size, local_rank, local_size)
+
+
+def pick_backend(device_type: str, override: str | None = None) -> str:
+    """NCCL between GPUs, gloo between CPU processes; ``override`` (--ddp-backend) wins."""
+    if override is not None:
+        if override not in ("nccl", "gloo"):
+            raise ConfigError(f"--ddp-backend must be nccl or gloo, got {override!r}")
+        if override == "nccl" and device_type != "cuda":
+            raise ConfigError("--ddp-backend nccl needs CUDA GPUs; use gloo on the CPU")
+        return override
+    return "nccl" if device_type == "cuda" else "gloo"
+
+
+def threads_per_process(world: World, cores: int) -> int:
+    """CPU threads for each of this machine's processes, so together they fill the cores
+    without oversubscribing them (two processes of two threads on two cores run slower than
+    one of two)."""
+    return max(1, cores // max(1, world.local_size))
+
+
+def check_global_batch(batch_size: int, grad_accum: int, world_size: int) -> int:
+    """Examples per rank per forward pass: ``--batch-size`` is the global batch of one optimizer
+    step, split across ``--grad-accum`` passes and the ranks; it must divide evenly."""
+    parts = grad_accum * world_size
+    if batch_size % parts:
+        raise ConfigError(
+            f"--batch-size {batch_size} (the global batch of one optimizer step) does not split "
+            f"evenly over --grad-accum {grad_accum} x {world_size} processes = {parts}; use a "
+            f"multiple of {parts}, e.g. {max(parts, batch_size - batch_size % parts)}"
+        )
+    return batch_size // parts
+
+
+def rank_slices(indices: Sequence[int], lengths: np.ndarray, world_size: int) -> list[list[int]]:
+    """Cut one global batch into ``world_size`` slices, one per rank, with about the same
+    padded tokens (rows x longest row) each.
+
+    The rows go longest first, so the slice with the longest rows holds fewer of them. Every
+    rank gets a slice (an empty one when the batch has fewer rows than ranks): all ranks then
+    take part in every gradient reduction and none waits for a step that never comes. The cut
+    depends only on the batch and the lengths, so every rank computes the same one.
+    """
+    order = sorted(indices, key=lambda i: (-int(lengths[i]), i))
+    if world_size == 1 or len(order) <= world_size:
+        return [order[r : r + 1] for r in range(world_size)] if world_size > 1 else [order]
+    sizes = [int(lengths[i]) for i in order]
+    # the least budget of padded tokens per slice that fits the rows into world_size slices
+    low, high = sizes[0], len(sizes) * sizes[0]
+    while low < high:
+        middle = (low + high) // 2
+        if len(_greedy_cut(sizes, middle, world_size)) <= world_size:
+            high = middle
+        else:
+            low = middle + 1
+    cuts = _greedy_cut(sizes, low, world_size)
+    cuts = _fill_empty(cuts, world_size)
+    return [order[start:end] for start, end in cuts]
+
+
+def _greedy_cut(sizes: list[int], budget: int, limit: int) -> list[tuple[int, int]]:
+    """Slices of the sorted rows, each as long as ``budget`` allows (stops past ``limit``)."""
+    cuts, start = [], 0
+    while start < len(sizes) and len(cuts) <= limit:
+        rows = max(1, budget // sizes[start])  # a slice's first row is its longest
+        cuts.append((start, min(len(sizes), start + rows)))
+        start = cuts[-1][1]
+    return cuts if start >= len(sizes) else cuts + [(start, len(sizes))]
+
+
+def _fill_empty(cuts: list[tuple[int, int]], world_size: int) -> list[tuple[int, int]]:
+    """Split the largest slices until there is one per rank (a rank with no rows idles)."""
+    cuts = list(cuts)
+    while len(cuts) < world_size:
+        widest = max(range(len(cuts)), key=lambda k: (cuts[k][1] - cuts[k][0], -k))
+        start, end = cuts[widest]
+        if end - start < 2:
+            break
+        middle = start + (end - start) // 2
+        cuts[widest : widest + 1] = [(start, middle), (middle, end)]
+    while len(cuts) < world_size:
+        cuts.append((cuts[-1][1], cuts[-1][1]))
+    return cuts

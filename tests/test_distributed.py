@@ -1,0 +1,82 @@
+"""The distributed layer's pure parts: torchrun's environment, the backend, threads per process,
+the global batch and its per-rank slices."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from bertfit.errors import ConfigError
+from bertfit.training.distributed import (
+    World,
+    check_global_batch,
+    pick_backend,
+    rank_slices,
+    threads_per_process,
+)
+
+
+def test_world_from_torchrun_environment():
+    assert World.from_env({}) == World(0, 1, 0, 1) and World.from_env({}).is_main
+    world = World.from_env(
+        {"RANK": "3", "WORLD_SIZE": "4", "LOCAL_RANK": "1", "LOCAL_WORLD_SIZE": "2"}
+    )
+    assert (world.rank, world.size, world.local_rank, world.local_size) == (3, 4, 1, 2)
+    assert world.distributed and not world.is_main
+    with pytest.raises(ConfigError, match="inconsistent"):
+        World.from_env({"RANK": "2", "WORLD_SIZE": "2"})
+    with pytest.raises(ConfigError, match="not numbers"):
+        World.from_env({"WORLD_SIZE": "two"})
+
+
+def test_backend_and_threads():
+    assert pick_backend("cuda") == "nccl" and pick_backend("cpu") == "gloo"
+    assert pick_backend("cuda", "gloo") == "gloo"
+    with pytest.raises(ConfigError, match="nccl needs CUDA"):
+        pick_backend("cpu", "nccl")
+    assert threads_per_process(World(0, 2, 0, 2), cores=2) == 1
+    assert threads_per_process(World(0, 4, 0, 2), cores=16) == 8  # two nodes of two
+    assert threads_per_process(World(), cores=2) == 2
+
+
+def test_global_batch_must_split_evenly_and_the_error_names_both_numbers():
+    assert check_global_batch(32, 1, 2) == 16
+    assert check_global_batch(32, 2, 2) == 8
+    with pytest.raises(ConfigError, match=r"--batch-size 30 .* --grad-accum 2 x 4 processes = 8"):
+        check_global_batch(30, 2, 4)
+
+
+def test_slices_balance_padded_tokens_longest_rows_fewer():
+    lengths = np.array([60, 10, 12, 11, 58, 9, 10, 12])
+    slices = rank_slices(range(8), lengths, 2)
+    assert sorted(i for s in slices for i in s) == list(range(8))
+    cost = [len(s) * lengths[s].max() for s in slices]
+    assert slices[0] == [0, 4] and max(cost) == 120  # the two long rows alone: 2 x 60
+    assert rank_slices(range(8), lengths, 2) == slices  # the same on every rank
+
+
+def test_a_batch_smaller_than_the_world_leaves_empty_slices_not_missing_ones():
+    slices = rank_slices([5, 2], np.arange(10) + 3, 4)
+    assert len(slices) == 4 and sorted(map(len, slices)) == [0, 0, 1, 1]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.integers(2, 128), min_size=1, max_size=64),
+    st.integers(1, 8),
+)
+def test_slices_are_a_partition_one_per_rank(sizes, world):
+    lengths = np.array(sizes)
+    slices = rank_slices(list(range(len(sizes))), lengths, world)
+    assert len(slices) == world
+    assert sorted(i for s in slices for i in s) == list(range(len(sizes)))
+    if len(sizes) >= world:
+        assert all(slices)  # every rank has rows when there are enough
+        # no slice costs more than the cheapest even split of the sorted rows would
+        worst = max(len(s) * lengths[s].max() for s in slices)
+        order = sorted(sizes, reverse=True)
+        even = -(-len(order) // world)
+        even_cost = max(len(order[i : i + even]) * order[i] for i in range(0, len(order), even))
+        assert worst <= even_cost
