@@ -189,7 +189,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     debug = getattr(args, "debug", False) or os.environ.get("BERTFIT_DEBUG", "") not in ("", "0")
-    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    from bertfit.training.distributed import World
+
+    # under torchrun the first process reports; the others say only warnings and errors
+    try:
+        level = logging.INFO if World.from_env().is_main else logging.WARNING
+    except BertfitError:  # a damaged torchrun environment is reported by the command itself
+        level = logging.INFO
+    logging.basicConfig(level=level, format="%(message)s", stream=sys.stderr)
     cls, runner = COMMANDS[args.command]
     try:
         return runner(config_from_args(cls, args))

@@ -9,9 +9,11 @@ into one slice per rank with about the same padded tokens, so no rank waits long
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 
 import numpy as np
 
@@ -53,6 +55,9 @@ class World:
                 f"LOCAL_RANK {local_rank}, LOCAL_WORLD_SIZE {local_size}"
             )
         return cls(rank, size, local_rank, local_size)
+
+
+ONE_PROCESS = World()
 
 
 def pick_backend(device_type: str, override: str | None = None) -> str:
@@ -135,3 +140,62 @@ def _fill_empty(cuts: list[tuple[int, int]], world_size: int) -> list[tuple[int,
     while len(cuts) < world_size:
         cuts.append((cuts[-1][1], cuts[-1][1]))
     return cuts
+
+
+@contextlib.contextmanager
+def process_group(world: World, device_type: str, backend: str | None = None) -> Iterator[None]:
+    """torch.distributed's process group for the length of one training (nothing for one
+    process); it is destroyed afterwards, also after an error."""
+    if not world.distributed:
+        yield
+        return
+    import torch.distributed as dist
+
+    dist.init_process_group(pick_backend(device_type, backend), timeout=timedelta(minutes=30))
+    try:
+        yield
+    finally:
+        dist.destroy_process_group()
+
+
+def barrier(world: World) -> None:
+    if world.distributed:
+        import torch.distributed as dist
+
+        dist.barrier()
+
+
+def sum_across(world: World, values: list[float]) -> list[float]:
+    """Each value summed over the ranks (the values themselves for one process)."""
+    if not world.distributed:
+        return values
+    import torch
+    import torch.distributed as dist
+
+    tensor = torch.tensor(values, dtype=torch.float64)
+    dist.all_reduce(tensor)
+    return tensor.tolist()
+
+
+def reduce_gradients(model, world: World) -> None:
+    """Sum every parameter's gradient over the ranks, in one flat buffer per dtype.
+
+    Each rank's loss is its slice's mean scaled by the slice's share of the global batch, so the
+    sum is the gradient of the global batch's mean loss: what one process computes.
+    """
+    if not world.distributed:
+        return
+    import torch
+    import torch.distributed as dist
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    for p in params:
+        if p.grad is None:  # a rank with no rows in this batch contributes nothing
+            p.grad = torch.zeros_like(p)
+    flat = torch.cat([p.grad.reshape(-1) for p in params])
+    dist.all_reduce(flat)
+    offset = 0
+    for p in params:
+        count = p.grad.numel()
+        p.grad.copy_(flat[offset : offset + count].view_as(p.grad))
+        offset += count

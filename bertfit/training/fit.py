@@ -39,6 +39,14 @@ from bertfit.training.checkpoint import (
     restore_rng,
     save_checkpoint,
 )
+from bertfit.training.distributed import (
+    ONE_PROCESS,
+    World,
+    barrier,
+    rank_slices,
+    reduce_gradients,
+    sum_across,
+)
 from bertfit.training.objectives import Trainee
 from bertfit.training.optim import linear_schedule, make_optimizer, optimizer_step, total_steps
 from bertfit.training.record import Clock, Recorder, epoch_bar, rewrite_history
@@ -55,6 +63,7 @@ def run_loop(
     output: Path,
     checkpoint: Checkpoint | None,
     fingerprint: str,
+    world: World = ONE_PROCESS,
 ) -> TrainState:
     """``fit`` with an optimizer, a schedule and its guards; returns the final state."""
     steps = total_steps(len(trainee.lengths), config)
@@ -69,7 +78,7 @@ def run_loop(
         with StopSignals(announce) as stop:
             return fit(
                 trainee, config, optimizer, scheduler, device, dtype, output,
-                resume=checkpoint, stop=stop, fingerprint=fingerprint,
+                resume=checkpoint, stop=stop, fingerprint=fingerprint, world=world,
             )  # fmt: skip
     except OSError as err:
         if err.errno in (errno.ENOSPC, errno.EDQUOT):
@@ -95,6 +104,7 @@ def fit(
     resume: Checkpoint | None = None,
     stop: StopSignals | None = None,
     fingerprint: str | None = None,
+    world: World = ONE_PROCESS,
 ) -> TrainState:
     """The training loop; the best model goes to ``output``.
 
@@ -113,8 +123,9 @@ def fit(
     if resume is not None:
         state, order = _resume_state(resume, optimizer, scheduler, scaler, output)
     steps = total_steps(len(trainee.lengths), config)
-    recorder = Recorder(output, steps, config.tensorboard, state.step if resume else None)
-    loop = _Loop(trainee, config, state, recorder, output)
+    resumed = state.step if resume else None
+    recorder = Recorder(output, steps, config.tensorboard, resumed, writes=world.is_main)
+    loop = _Loop(trainee, config, state, recorder, output, world)
     save = lambda: loop.checkpoint(optimizer, scheduler, scaler, order)  # noqa: E731
     model.train()
     if resume is not None:
@@ -123,19 +134,20 @@ def fit(
         if state.batch == 0:
             order = epoch_order(trainee, config, epoch)
         bar = epoch_bar(
-            epoch, config.epochs, len(trainee.lengths), state.seen, show_progress(config.progress)
-        )
+            epoch, config.epochs, len(trainee.lengths), state.seen,
+            show_progress(config.progress) and world.is_main,
+        )  # fmt: skip
         loop.clock = Clock(state.epoch_seconds)
         for i in range(state.batch, len(order)):
-            loss, correct = trainee.batch_loss(order[i])  # forward and loss
-            value = float(loss.item())  # .item() syncs; once per batch is cheap next to the step
+            loss, value, correct = loop.batch_loss(order[i])  # forward and loss (this rank's part)
             finite = math.isfinite(value)
-            if finite:
+            if finite and loss is not None:
                 scaler.scale(loss / config.grad_accum).backward()
-            else:
+            elif not finite:
                 loop.non_finite(epoch, i, f"the loss is {value}")
             boundary = (i + 1) % config.grad_accum == 0 or i + 1 == len(order)
             if boundary:
+                reduce_gradients(model, world)  # the global batch's gradient on every rank
                 if not optimizer_step(model, optimizer, scaler, config.max_grad_norm):  # clip, step
                     loop.non_finite(epoch, i, "a gradient is not finite")
                 scheduler.step()
@@ -210,11 +222,34 @@ class _Loop:
     """The loop's bookkeeping, so ``fit`` reads as its steps: evaluation and keeping the best
     model, the end of an epoch, checkpoints, non-finite batches and the progress bar."""
 
-    def __init__(self, trainee: Trainee, config, state: TrainState, recorder: Recorder, output):
+    def __init__(
+        self,
+        trainee: Trainee,
+        config,
+        state: TrainState,
+        recorder,
+        output,
+        world: World = ONE_PROCESS,
+    ):
         self.trainee, self.config, self.state = trainee, config, state
-        self.recorder, self.output = recorder, output
+        self.recorder, self.output, self.world = recorder, output, world
         self.clock = Clock()
         self.accuracy = False  # whether batch_loss counts right predictions (classifiers)
+
+    def batch_loss(self, batch: list[int]) -> tuple[torch.Tensor | None, float, int | None]:
+        """(this rank's loss to back-propagate, the global batch's mean loss, right predictions
+        in it). With several ranks each computes its slice's mean loss, weighted by the slice's
+        share of the batch, so the summed gradients are those of the whole batch."""
+        if not self.world.distributed:
+            loss, correct = self.trainee.batch_loss(batch)
+            return loss, float(loss.item()), correct  # .item() syncs; once per batch is cheap
+        mine = rank_slices(batch, self.trainee.lengths, self.world.size)[self.world.rank]
+        loss, correct = self.trainee.batch_loss(mine) if mine else (None, None)
+        share = len(mine) / len(batch)
+        local = float(loss.item()) * share if loss is not None else 0.0
+        total, right = sum_across(self.world, [local, float(correct or 0)])
+        weighted = loss * share if loss is not None else None
+        return weighted, total, (int(right) if correct is not None or not mine else None)
 
     def evaluate(self, epoch: int, stats: dict, pause: bool = False) -> None:
         started = time.perf_counter()
@@ -223,7 +258,9 @@ class _Loop:
         record["time"] = round(time.time(), 3)
         self.recorder.evaluation(self.state, record, stats)
         if self.state.keep_if_best(epoch, dev[self.config.metric], dev, thresholds):
-            self.trainee.write_model(self.output)
+            if self.world.is_main:
+                self.trainee.write_model(self.output)
+            barrier(self.world)
         self.trainee.model.train()
         if pause:  # evaluation time is not training time
             self.clock.pause_for(time.perf_counter() - started)
@@ -255,7 +292,8 @@ class _Loop:
         state = self.state
         state.epoch_seconds = self.clock.seconds()
         self.recorder.flush(state)
-        if self.config.save_total_limit == 0:
+        if self.config.save_total_limit == 0 or not self.world.is_main:
+            barrier(self.world)
             return None
         state.dev_score = state.last_dev if state.evaluated_step == state.step else None
         path = save_checkpoint(
@@ -269,6 +307,7 @@ class _Loop:
             order,
         )
         prune_checkpoints(self.output, self.config.save_total_limit)
+        barrier(self.world)
         return path
 
     def non_finite(self, epoch: int, batch: int, what: str) -> None:

@@ -40,13 +40,21 @@ class Recorder:
     runs ahead of the last checkpoint by more than a resume cuts back.
     """
 
-    def __init__(self, output: Path, total_steps: int, tensorboard: bool, resumed_at: int | None):
+    def __init__(
+        self,
+        output: Path,
+        total_steps: int,
+        tensorboard: bool,
+        resumed_at: int | None,
+        writes: bool = True,
+    ):
         self.output = output
+        self.writes = writes  # False on every training process but the first: one writer
         self.every = max(1, total_steps // POINTS)
         self.pending: list[dict] = []
         # a resumed run drops the TensorBoard events logged after its checkpoint
         purge = None if resumed_at is None else resumed_at + 1
-        self.board = open_tensorboard(output, purge) if tensorboard else None
+        self.board = open_tensorboard(output, purge) if tensorboard and writes else None
 
     def step(self, state: TrainState, epoch: int, loss: float, lr: float, seconds: float) -> None:
         if state.step % self.every:
@@ -62,7 +70,8 @@ class Recorder:
         )
 
     def evaluation(self, state: TrainState, record: dict, stats: dict) -> None:
-        append_jsonl(self.output / METRICS, record)
+        if self.writes:
+            append_jsonl(self.output / METRICS, record)
         state.metrics.append(record)
         if self.board is None:
             return
@@ -73,7 +82,8 @@ class Recorder:
 
     def flush(self, state: TrainState) -> None:
         for record in self.pending:
-            append_jsonl(self.output / STEPS, record)
+            if self.writes:
+                append_jsonl(self.output / STEPS, record)
             state.steps.append(record)
             if self.board is not None:
                 for name in ("loss", "lr", "examples_per_second"):

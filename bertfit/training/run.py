@@ -28,8 +28,15 @@ from bertfit.models.dropout import use_fast_dropout
 from bertfit.models.encoders import Encoder, resolve_encoder
 from bertfit.models.pooling import read_pooling
 from bertfit.rundir import RESULTS, RUN_CONFIG, RunMeta
-from bertfit.runtime import cpu_threads, deterministic_algorithms, pick_device, pick_precision
+from bertfit.runtime import (
+    available_cores,
+    cpu_threads,
+    deterministic_algorithms,
+    pick_device,
+    pick_precision,
+)
 from bertfit.training.checkpoint import drop_checkpoints, last_checkpoint
+from bertfit.training.distributed import World, barrier, process_group, threads_per_process
 from bertfit.training.finish import (
     finish_bi_encoder,
     finish_classifier,
@@ -58,7 +65,8 @@ def train(config: TrainConfig, train: Source = None, dev: Source = None) -> Any:
     or ``bertfit.train(TrainConfig(output="runs/x"), train=[{"text": "fine", "label": "pos"}, ...])``.
     With ``resume="runs/x"`` (or ``"auto"``) a run continues from its last complete checkpoint.
     """
-    with logging_to_stderr():
+    # several processes (torchrun): the first reports, the others only warn
+    with logging_to_stderr(logging.INFO if World.from_env().is_main else logging.WARNING):
         return _train(config, train, dev)
 
 
@@ -74,9 +82,17 @@ def _train(config: TrainConfig, train_rows: Source, dev_rows: Source) -> Any:
         return load_finished(output)
     if config.tensorboard:
         tensorboard_writer_class()  # a missing package stops the run before anything is written
-    if checkpoint is None:
+    world = World.from_env()
+    if checkpoint is None and world.is_main:
         check_output_dir(output, config.overwrite)
-    with cpu_threads(config.threads), deterministic_algorithms(config.deterministic):
+    threads = config.threads or (
+        threads_per_process(world, available_cores()) if world.distributed else None
+    )
+    with (
+        cpu_threads(threads),
+        deterministic_algorithms(config.deterministic),
+        process_group(world, pick_device(config.device).type, None),
+    ):
         device = pick_device(config.device)
         dtype = pick_precision(config.precision, device)
         encoder = resolve_encoder(config.model)
@@ -89,8 +105,9 @@ def _train(config: TrainConfig, train_rows: Source, dev_rows: Source) -> Any:
         check_same_data(checkpoint, objective.fingerprint)
         if checkpoint is not None:
             objective.load_checkpoint(checkpoint.path)
-        else:
+        elif world.is_main:
             start_run_dir(output, config, encoder, data, objective.meta)
+        barrier(world)  # the other ranks write nothing, and start once the folder stands
         model = objective.trainee.model
         if device.type == "cpu":
             use_fast_dropout(model)
@@ -100,12 +117,17 @@ def _train(config: TrainConfig, train_rows: Source, dev_rows: Source) -> Any:
             f"{precision_name(dtype)}, lr {config.lr:g}"
         )
         state = run_loop(
-            objective.trainee, config, device, dtype, output, checkpoint, objective.fingerprint
-        )
+            objective.trainee, config, device, dtype, output, checkpoint, objective.fingerprint,
+            world,
+        )  # fmt: skip
+        if not world.is_main:  # rank 0 scores the best model and writes the results
+            barrier(world)
+            return None
         finished = _finish(
             objective, state, config, data, tokenizer, output, device, dtype, encoder
         )
         drop_finished_checkpoints(output, config.keep_checkpoints)
+        barrier(world)
         return finished
 
 
@@ -183,7 +205,7 @@ def start_run_dir(
 
 
 @contextlib.contextmanager
-def logging_to_stderr() -> Iterator[None]:
+def logging_to_stderr(level: int = logging.INFO) -> Iterator[None]:
     """Progress lines on stderr for the length of one call, when the application has set up no
     logging itself; the logger is left as it was afterwards."""
     if log.handlers or logging.getLogger().handlers:
@@ -193,7 +215,7 @@ def logging_to_stderr() -> Iterator[None]:
     handler.setFormatter(logging.Formatter("%(message)s"))
     before = log.level, log.propagate
     log.addHandler(handler)
-    log.setLevel(logging.INFO)
+    log.setLevel(level)
     log.propagate = False
     try:
         yield
