@@ -17,7 +17,7 @@ def train(config: TrainConfig, train=None, dev=None):
     """Fine-tune and return the finished run (``bertfit.inference.run.Run``; with ``objective``, an
     ``Embedder``). ``train``/``dev`` take rows in memory instead of files: a list of dicts, a
     pandas DataFrame or a Hugging Face ``Dataset``."""
-    from bertfit.training.run import train as _train
+    from bertfit.training.launch import train as _train  # --nproc: in N processes
 
     return _train(config, train, dev)
 

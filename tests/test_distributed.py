@@ -136,3 +136,30 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_nproc_starts_torchruns_agent_itself_and_errors_are_said_once(tiny_bert, tmp_path, capfd):
+    from safetensors.torch import load_file
+
+    from bertfit.cli.main import main
+
+    train = write_rows(tmp_path / "train.csv", marker_rows(48, seed=1))
+    args = ["train", "--train", str(train), "--model", str(tiny_bert), "--epochs", "1"]
+    args += ["--batch-size", "8", "--lr", "3e-3", "--max-length", "32", "--no-progress"]
+    args += ["--precision", "fp32", "--seed", "1"]
+    assert main([*args, "--output", str(tmp_path / "one"), "--threads", "1"]) == 0
+    assert main([*args, "--output", str(tmp_path / "two"), "--nproc", "2"]) == 0
+    assert _steps(tmp_path / "two") == pytest.approx(_steps(tmp_path / "one"), abs=2e-5)
+    a, b = (
+        load_file(tmp_path / "one" / "model.safetensors"),
+        load_file(tmp_path / "two" / "model.safetensors"),
+    )
+    assert max(float((a[k] - b[k]).abs().max()) for k in a) < 1e-5
+    capfd.readouterr()
+    bad = tmp_path / "bad.csv"
+    bad.write_text("text,label\n,pos\n")
+    argv = ["train", "--train", str(bad), "--model", str(tiny_bert), "--nproc", "2"]
+    assert main([*argv, "--output", str(tmp_path / "bad")]) == 2
+    err = capfd.readouterr().err  # the workers' stderr too
+    assert err.count("bertfit: error:") == 1 and "Traceback" not in err, err

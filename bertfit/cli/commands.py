@@ -23,7 +23,7 @@ from bertfit.rundir import RUN_CONFIG, is_run_dir
 
 
 def run_train(config: configs.TrainConfig) -> int:
-    from bertfit.training.run import train
+    from bertfit.training.launch import train
 
     train(config)
     return 0

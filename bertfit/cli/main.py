@@ -203,7 +203,8 @@ def main(argv: list[str] | None = None) -> int:
     except BertfitError as err:
         if debug:
             raise
-        sys.stderr.write(f"bertfit: error: {err}\n")
+        if str(err):  # empty: the training processes have said it already
+            sys.stderr.write(f"bertfit: error: {err}\n")
         return err.exit_code
     except KeyboardInterrupt:
         sys.stderr.write("bertfit: interrupted\n")

@@ -188,7 +188,18 @@ class TrainConfig:
         "auto", "auto: bf16 where the CPU/GPU supports it, fp16 on older GPUs, else fp32"
     )
     device: str = option("auto", "auto, cpu, cuda or cuda:N")
-    threads: int | None = option(None, "CPU threads for torch [default: physical cores]")
+    threads: int | None = option(
+        None, "CPU threads for torch [default: physical cores, shared out among --nproc processes]"
+    )
+    nproc: int | None = option(
+        None,
+        "train data-parallel in N processes on this machine, started by torchrun's elastic agent "
+        "(or launch 'torchrun --nproc-per-node N -m bertfit train ...' yourself); --batch-size "
+        "stays the batch of one step, cut across the processes",
+    )
+    ddp_backend: Literal["nccl", "gloo"] | None = option(
+        None, "how processes exchange gradients [default: nccl on GPUs, gloo on CPUs]"
+    )
     cache_dir: str | None = option(
         None,
         "where tokenised inputs and downloaded corpora are kept [default: $BERTFIT_CACHE or ~/.cache/bertfit]",
@@ -309,7 +320,7 @@ class TrainConfig:
 
     def _loop_problems(self) -> list[str]:
         problems = self._metric_problems()
-        for name in ("eval_steps", "early_stopping_patience", "save_steps", "threads"):
+        for name in ("eval_steps", "early_stopping_patience", "save_steps", "threads", "nproc"):
             value = getattr(self, name)
             if value is not None and value < 1:
                 problems.append(f"{_flag(name)} must be at least 1, got {value}")

@@ -37,6 +37,8 @@ RESUMABLE_CHANGES = {
     "overwrite",
     "progress",
     "threads",
+    "nproc",
+    "ddp_backend",
     "device",
     "cache_dir",
     "data_dir",

@@ -91,7 +91,7 @@ def _train(config: TrainConfig, train_rows: Source, dev_rows: Source) -> Any:
     with (
         cpu_threads(threads),
         deterministic_algorithms(config.deterministic),
-        process_group(world, pick_device(config.device).type, None),
+        process_group(world, pick_device(config.device).type, config.ddp_backend),
     ):
         device = pick_device(config.device)
         dtype = pick_precision(config.precision, device)
