@@ -125,7 +125,9 @@ def test_two_processes_under_torchrun_train_as_one_does(tiny_bert, tmp_path):
     )
     assert max(float((a[k] - b[k]).abs().max()) for k in a) < 1e-5
     results = [json.loads((tmp_path / r / "results.json").read_text()) for r in ("one", "two")]
-    assert results[0]["dev"]["accuracy"] == results[1]["dev"]["accuracy"]
+    assert results[0]["dev"]["accuracy"] == results[1]["dev"]["accuracy"]  # dev scored in shards
+    assert results[0]["processes"] == 1 and results[1]["processes"] == 2
+    assert results[1]["ddp_backend"] == "gloo"
     assert two.stderr.count("done: best dev") == 1  # one writer: rank 0 alone reports
     assert two.stderr.count("epoch 2/2: loss") == 1
 

@@ -193,6 +193,15 @@ class Packed:
             return np.zeros(len(self), dtype=bool)
         return self.full_lengths > self.lengths
 
+    def take(self, indices: Sequence[int]) -> Packed:
+        """The examples at ``indices``, in that order, as their own ``Packed``."""
+        ids = [self.ids[self.offsets[i] : self.offsets[i + 1]] for i in indices]
+        types = [self.types[self.offsets[i] : self.offsets[i + 1]] for i in indices]
+        offsets = np.concatenate([[0], np.cumsum([len(x) for x in ids])]).astype(np.int64)
+        if not ids:
+            return Packed(self.ids[:0], self.types[:0], offsets)
+        return Packed(np.concatenate(ids), np.concatenate(types), offsets)
+
     def example(self, i: int) -> tuple[np.ndarray, np.ndarray]:
         start, end = self.offsets[i], self.offsets[i + 1]
         return self.ids[start:end], self.types[start:end]

@@ -202,7 +202,7 @@ class Batcher:
         merged, sizes = merge_packed([job.packed for job in jobs])
         parts = []
         for chunk in token_chunks(merged.lengths, self.limits.max_tokens):
-            part = _take(merged, chunk)
+            part = merged.take(chunk)
             self.forward_calls += 1
             self.metrics.batch_size.observe(len(chunk))
             self.metrics.batch_tokens.observe(len(chunk) * int(part.lengths.max()))
@@ -293,16 +293,3 @@ def _greedy_chunks(order: np.ndarray, lengths: list[int], max_tokens: int) -> li
         chunks.append(order[start : start + size])
         start += size
     return chunks
-
-
-def _take(packed: Packed, indices: np.ndarray) -> Packed:
-    """The examples at ``indices`` as their own ``Packed``."""
-    pieces_ids, pieces_types, offsets = [], [], [0]
-    for i in indices:
-        ids, types = packed.example(int(i))
-        pieces_ids.append(ids)
-        pieces_types.append(types)
-        offsets.append(offsets[-1] + len(ids))
-    return Packed(
-        np.concatenate(pieces_ids), np.concatenate(pieces_types), np.asarray(offsets, np.int64)
-    )

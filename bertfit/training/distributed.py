@@ -199,3 +199,19 @@ def reduce_gradients(model, world: World) -> None:
         count = p.grad.numel()
         p.grad.copy_(flat[offset : offset + count].view_as(p.grad))
         offset += count
+
+
+def gather_rows(world: World, indices: np.ndarray, rows: np.ndarray, total: int) -> np.ndarray:
+    """Every rank's output rows put together in example order: rank r computed the examples
+    ``indices`` (its shard) of ``total``; each example comes back exactly once."""
+    if not world.distributed:
+        return rows
+    import torch.distributed as dist
+
+    parts: list = [None] * world.size
+    dist.all_gather_object(parts, (np.asarray(indices), rows))
+    width = next(part[1].shape[1] for part in parts if len(part[0]))
+    out = np.empty((total, width), dtype=np.float32)
+    for shard, values in parts:
+        out[shard] = values
+    return out

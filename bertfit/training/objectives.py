@@ -40,6 +40,7 @@ from bertfit.models.heads import init_regression_bias
 from bertfit.models.pooling import Pooling
 from bertfit.rundir import EMBEDDING
 from bertfit.runtime import autocast
+from bertfit.training.distributed import ONE_PROCESS, gather_rows
 from bertfit.training.inputs import TrainingData
 
 log = logging.getLogger("bertfit")
@@ -106,9 +107,16 @@ def prepare_split(
 
 
 def classifier_objective(
-    config: TrainConfig, encoder: Encoder, tokenizer: Tokenizer, data: TrainingData, device, dtype
+    config: TrainConfig,
+    encoder: Encoder,
+    tokenizer: Tokenizer,
+    data: TrainingData,
+    device,
+    dtype,
+    world=ONE_PROCESS,
 ) -> Objective:
-    """Single-label, regression or multi-label classification with a new head."""
+    """Single-label, regression or multi-label classification with a new head (``world``: the
+    training processes, which share the dev scoring)."""
     problem, labels = data.problem, data.labels
     train_set = prepare_split(tokenizer, data.train, labels, problem, config)
     dev_set = prepare_split(tokenizer, data.dev, labels, problem, config)
@@ -129,7 +137,9 @@ def classifier_objective(
             model,
             train_set.packed.lengths,
             classifier_batch_loss(model, train_set, problem, pad_id, device, dtype),
-            classifier_evaluation(model, dev_set, labels, problem, config, pad_id, device, dtype),
+            classifier_evaluation(
+                model, dev_set, labels, problem, config, pad_id, device, dtype, world
+            ),
             lambda folder: save_classifier(model, tokenizer, folder),
         ),
         fingerprint,
@@ -156,11 +166,15 @@ def classifier_batch_loss(model, split: Split, problem: str, pad_id: int, device
     return batch_loss
 
 
-def classifier_evaluation(model, split: Split, labels, problem, config, pad_id, device, dtype):
+def classifier_evaluation(
+    model, split: Split, labels, problem, config, pad_id, device, dtype, world=ONE_PROCESS
+):
     def evaluate() -> tuple[dict, list[float] | None]:
-        logits = compute_logits(
-            model, split.packed, pad_id, max(64, config.batch_size), device, dtype
-        )
+        # with several processes each scores every world.size-th example and all gather them
+        shard = np.arange(world.rank, len(split.packed), world.size)
+        packed = split.packed if not world.distributed else split.packed.take(shard)
+        logits = compute_logits(model, packed, pad_id, max(64, config.batch_size), device, dtype)
+        logits = gather_rows(world, shard, logits, len(split.packed))
         thresholds = None
         if problem == MULTI and config.tune_thresholds:
             thresholds = [float(t) for t in tune_thresholds(split.label_ids, sigmoid(logits))]

@@ -36,7 +36,13 @@ from bertfit.runtime import (
     pick_precision,
 )
 from bertfit.training.checkpoint import drop_checkpoints, last_checkpoint
-from bertfit.training.distributed import World, barrier, process_group, threads_per_process
+from bertfit.training.distributed import (
+    World,
+    barrier,
+    pick_backend,
+    process_group,
+    threads_per_process,
+)
 from bertfit.training.finish import (
     finish_bi_encoder,
     finish_classifier,
@@ -100,8 +106,10 @@ def _train(config: TrainConfig, train_rows: Source, dev_rows: Source) -> Any:
         config = config.resolve(encoder, model_limit(config, encoder, tokenizer))
         check_max_length(tokenizer, config.max_length, config.pair_column is not None)
         data = read_training_data(config, train_rows, dev_rows)
-        build = bi_encoder_objective if config.objective else classifier_objective
-        objective = build(config, encoder, tokenizer, data, device, dtype)
+        if config.objective:
+            objective = bi_encoder_objective(config, encoder, tokenizer, data, device, dtype)
+        else:
+            objective = classifier_objective(config, encoder, tokenizer, data, device, dtype, world)
         check_same_data(checkpoint, objective.fingerprint)
         if checkpoint is not None:
             objective.load_checkpoint(checkpoint.path)
@@ -124,15 +132,20 @@ def _train(config: TrainConfig, train_rows: Source, dev_rows: Source) -> Any:
             barrier(world)
             return None
         finished = _finish(
-            objective, state, config, data, tokenizer, output, device, dtype, encoder
+            objective, state, config, data, tokenizer, output, device, dtype, encoder, world
         )
         drop_finished_checkpoints(output, config.keep_checkpoints)
         barrier(world)
         return finished
 
 
-def _finish(objective: Objective, state, config, data, tokenizer, output, device, dtype, encoder):
+def _finish(
+    objective: Objective, state, config, data, tokenizer, output, device, dtype, encoder, world
+):
     summary = loop_results(state, config)
+    summary["processes"] = world.size  # examples/s above is the whole job's
+    if world.distributed:
+        summary["ddp_backend"] = pick_backend(device.type, config.ddp_backend)
     if config.objective is not None:
         return finish_bi_encoder(summary, config, data, output, device)
     context = (output, device, dtype, encoder.kind)
