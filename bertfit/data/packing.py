@@ -335,6 +335,20 @@ def length_grouped_batches(
     return [batches[i] for i in rng.permutation(len(batches))]
 
 
+def budget_cuts(
+    lengths: Sequence[int], budget: int, limit: int | None = None
+) -> list[tuple[int, int]]:
+    """(start, end) runs of rows sorted longest first, each as long as rows x its first (longest)
+    row stays within ``budget`` (a longer single row goes alone). With ``limit`` it stops once
+    past that many runs and puts the rest in one last run (enough to tell that it is over)."""
+    cuts, start = [], 0
+    while start < len(lengths) and (limit is None or len(cuts) <= limit):
+        rows = max(1, budget // max(1, int(lengths[start])))
+        cuts.append((start, min(len(lengths), start + rows)))
+        start = cuts[-1][1]
+    return cuts if start >= len(lengths) else cuts + [(start, len(lengths))]
+
+
 def sorted_batches(lengths: np.ndarray, batch_size: int) -> list[np.ndarray]:
     """Batches in length order, for evaluation and prediction (results are put back in order)."""
     order = np.argsort(-lengths, kind="stable")

@@ -142,13 +142,19 @@ def write_folder(run_dir: Path, names: list[str], output: Path) -> None:
             else:
                 shutil.copyfile(source, target)
         publish_tree(tmp)
-        old = None
-        if output.is_dir() and any(output.iterdir()):
-            old = temporary_dir(output.parent, f".{output.name}.old.")
-            os.replace(output, old)  # onto the empty temporary folder
-        os.replace(tmp, output)
+        replace_folder(tmp, output)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def replace_folder(tmp: Path, output: Path) -> None:
+    """Rename the complete ``tmp`` to ``output``; an old ``output`` is moved aside first and
+    deleted once the new one stands."""
+    old = None
+    if output.is_dir() and any(output.iterdir()):
+        old = temporary_dir(output.parent, f".{output.name}.old.")
+        os.replace(output, old)  # onto the empty temporary folder
+    os.replace(tmp, output)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)

@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import inspect
 import logging
-import os
 import shutil
 import warnings
 from collections.abc import Iterator
@@ -30,7 +29,7 @@ from bertfit import __version__
 from bertfit.config.commands import EvaluateConfig, ExportConfig
 from bertfit.data.packing import Packed, collate
 from bertfit.errors import ConfigError, ModelError
-from bertfit.export.hf import MODEL_CONFIG, TOKENIZER_FILES, _finished_run
+from bertfit.export.hf import MODEL_CONFIG, TOKENIZER_FILES, _finished_run, replace_folder
 from bertfit.files import publish_tree, temporary_dir, write_json
 from bertfit.inference.embed import open_embedder
 from bertfit.inference.onnx import (
@@ -86,7 +85,7 @@ def export_onnx(config: ExportConfig) -> dict:
     try:
         record = _write_export(config, run_dir, meta, tmp)
         publish_tree(tmp)
-        _replace_folder(tmp, output)
+        replace_folder(tmp, output)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -360,15 +359,3 @@ def _copy_run_files(run_dir: Path, tmp: Path) -> list[str]:
     for name in names:
         shutil.copyfile(run_dir / name, tmp / name)
     return names
-
-
-def _replace_folder(tmp: Path, output: Path) -> None:
-    """Rename the complete ``tmp`` to ``output``; an old ``output`` is moved aside first and
-    deleted once the new one stands."""
-    old = None
-    if output.is_dir() and any(output.iterdir()):
-        old = temporary_dir(output.parent, f".{output.name}.old.")
-        os.replace(output, old)  # onto the empty temporary folder
-    os.replace(tmp, output)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from bertfit.data.packing import Packed
+from bertfit.data.packing import Packed, budget_cuts
 from bertfit.errors import BertfitError
 from bertfit.serve.metrics import ServerMetrics
 
@@ -267,7 +267,7 @@ def token_chunks(
     order = np.argsort(-lengths, kind="stable")
     sorted_lengths = [int(n) for n in lengths[order]]
     if len(order) > EXACT_SPLIT_ROWS:
-        return _greedy_chunks(order, sorted_lengths, max_tokens)
+        return [order[a:b] for a, b in budget_cuts(sorted_lengths, max_tokens)]
     n = len(order)
     best = [0.0] + [float("inf")] * n
     cut = [0] * (n + 1)
@@ -284,12 +284,3 @@ def token_chunks(
         chunks.append(order[cut[end] : end])
         end = cut[end]
     return chunks[::-1]
-
-
-def _greedy_chunks(order: np.ndarray, lengths: list[int], max_tokens: int) -> list[np.ndarray]:
-    chunks, start = [], 0
-    while start < len(order):
-        size = max(1, max_tokens // max(1, lengths[start]))  # a chunk's first row is its longest
-        chunks.append(order[start : start + size])
-        start += size
-    return chunks

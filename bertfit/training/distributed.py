@@ -17,6 +17,7 @@ from datetime import timedelta
 
 import numpy as np
 
+from bertfit.data.packing import budget_cuts
 from bertfit.errors import ConfigError
 
 
@@ -108,23 +109,13 @@ def rank_slices(indices: Sequence[int], lengths: np.ndarray, world_size: int) ->
     low, high = sizes[0], len(sizes) * sizes[0]
     while low < high:
         middle = (low + high) // 2
-        if len(_greedy_cut(sizes, middle, world_size)) <= world_size:
+        if len(budget_cuts(sizes, middle, world_size)) <= world_size:
             high = middle
         else:
             low = middle + 1
-    cuts = _greedy_cut(sizes, low, world_size)
+    cuts = budget_cuts(sizes, low, world_size)
     cuts = _fill_empty(cuts, world_size)
     return [order[start:end] for start, end in cuts]
-
-
-def _greedy_cut(sizes: list[int], budget: int, limit: int) -> list[tuple[int, int]]:
-    """Slices of the sorted rows, each as long as ``budget`` allows (stops past ``limit``)."""
-    cuts, start = [], 0
-    while start < len(sizes) and len(cuts) <= limit:
-        rows = max(1, budget // sizes[start])  # a slice's first row is its longest
-        cuts.append((start, min(len(sizes), start + rows)))
-        start = cuts[-1][1]
-    return cuts if start >= len(sizes) else cuts + [(start, len(sizes))]
 
 
 def _fill_empty(cuts: list[tuple[int, int]], world_size: int) -> list[tuple[int, int]]:
