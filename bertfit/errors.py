@@ -27,6 +27,10 @@ class TrainingError(BertfitError):
     exit_code = 1
 
 
+class OutOfMemory(TrainingError):
+    """The device ran out of memory; the message says what to change."""
+
+
 class Interrupted(BertfitError):
     """Ctrl-C or SIGTERM: a checkpoint was saved and the run can be resumed."""
 

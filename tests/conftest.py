@@ -270,3 +270,41 @@ def multi_rows(n: int, seed: int) -> list[dict]:
         rng.shuffle(words)
         rows.append({"text": " ".join(words), "label": labels})
     return rows
+
+
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1 (for servers and torchrun's rendezvous in tests)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def step_losses(run: Path) -> list[float]:
+    """The loss of every optimizer step a run recorded (steps.jsonl)."""
+    return [json.loads(line)["loss"] for line in (run / "steps.jsonl").read_text().splitlines()]
+
+
+def train_in_one_and_two_processes(args: list[str], folder: Path):
+    """The same ``bertfit train ARGS`` in one process (one thread) as ``folder/one`` and under
+    torchrun in two (gloo, one thread each) as ``folder/two``; both must succeed. Returns the
+    two finished processes (their stderr)."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    one = subprocess.run(
+        [sys.executable, "-m", "bertfit", *args, "--output", str(folder / "one"), "--threads", "1"],
+        capture_output=True, text=True, env=env, timeout=300,
+    )  # fmt: skip
+    assert one.returncode == 0, one.stderr
+    two = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
+         "--master-addr", "127.0.0.1", "--master-port", str(free_port()),
+         "-m", "bertfit", *args, "--output", str(folder / "two")],
+        capture_output=True, text=True, env=env, timeout=300,
+    )  # fmt: skip
+    assert two.returncode == 0, two.stderr
+    return one, two

@@ -4,9 +4,6 @@ the global batch and its per-rank slices."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +19,13 @@ from bertfit.training.distributed import (
     rank_slices,
     threads_per_process,
 )
-from tests.conftest import marker_rows, write_rows
+from tests.conftest import (
+    free_port,
+    marker_rows,
+    step_losses,
+    train_in_one_and_two_processes,
+    write_rows,
+)
 
 
 def test_world_from_torchrun_environment():
@@ -89,10 +92,6 @@ def test_slices_are_a_partition_one_per_rank(sizes, world):
         assert worst <= even_cost
 
 
-def _steps(run: Path) -> list[float]:
-    return [json.loads(line)["loss"] for line in (run / "steps.jsonl").read_text().splitlines()]
-
-
 @pytest.mark.slow
 def test_two_processes_under_torchrun_train_as_one_does(tiny_bert, tmp_path):
     """Same global batch on 1 process and on 2 (gloo): the same loss at every step and the same
@@ -104,21 +103,8 @@ def test_two_processes_under_torchrun_train_as_one_does(tiny_bert, tmp_path):
     args = ["train", "--train", str(train), "--dev", str(dev), "--model", str(tiny_bert)]
     args += ["--epochs", "2", "--batch-size", "8", "--lr", "3e-3", "--warmup-ratio", "0"]
     args += ["--max-length", "32", "--no-progress", "--seed", "1", "--precision", "fp32"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    one = subprocess.run(
-        [sys.executable, "-m", "bertfit", *args, "--output", str(tmp_path / "one"), "--threads", "1"],
-        capture_output=True, text=True, env=env, timeout=300,
-    )  # fmt: skip
-    assert one.returncode == 0, one.stderr
-    port = str(_free_port())
-    two = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
-         "--master-addr", "127.0.0.1", "--master-port", port,
-         "-m", "bertfit", *args, "--output", str(tmp_path / "two")],
-        capture_output=True, text=True, env=env, timeout=300,
-    )  # fmt: skip
-    assert two.returncode == 0, two.stderr
-    assert _steps(tmp_path / "two") == pytest.approx(_steps(tmp_path / "one"), abs=2e-5)
+    one, two = train_in_one_and_two_processes(args, tmp_path)
+    assert step_losses(tmp_path / "two") == pytest.approx(step_losses(tmp_path / "one"), abs=2e-5)
     a, b = (
         load_file(tmp_path / "one" / "model.safetensors"),
         load_file(tmp_path / "two" / "model.safetensors"),
@@ -130,14 +116,6 @@ def test_two_processes_under_torchrun_train_as_one_does(tiny_bert, tmp_path):
     assert results[1]["ddp_backend"] == "gloo"
     assert two.stderr.count("done: best dev") == 1  # one writer: rank 0 alone reports
     assert two.stderr.count("epoch 2/2: loss") == 1
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.mark.slow
@@ -152,7 +130,7 @@ def test_nproc_starts_torchruns_agent_itself_and_errors_are_said_once(tiny_bert,
     args += ["--precision", "fp32", "--seed", "1"]
     assert main([*args, "--output", str(tmp_path / "one"), "--threads", "1"]) == 0
     assert main([*args, "--output", str(tmp_path / "two"), "--nproc", "2"]) == 0
-    assert _steps(tmp_path / "two") == pytest.approx(_steps(tmp_path / "one"), abs=2e-5)
+    assert step_losses(tmp_path / "two") == pytest.approx(step_losses(tmp_path / "one"), abs=2e-5)
     a, b = (
         load_file(tmp_path / "one" / "model.safetensors"),
         load_file(tmp_path / "two" / "model.safetensors"),
@@ -165,3 +143,93 @@ def test_nproc_starts_torchruns_agent_itself_and_errors_are_said_once(tiny_bert,
     assert main([*argv, "--output", str(tmp_path / "bad")]) == 2
     err = capfd.readouterr().err  # the workers' stderr too
     assert err.count("bertfit: error:") == 1 and "Traceback" not in err, err
+
+
+def test_errors_of_several_processes_are_said_once():
+    """Rank 0 says the errors every process meets; another process says only its own (naming
+    it); a collective broken by a dead peer says nothing (the peer, or torchrun, does)."""
+    from bertfit.errors import DataError, OutOfMemory
+    from bertfit.training import failures
+    from bertfit.training.failures import ProcessFailure, ReportedError
+
+    def outcome(world, error):
+        try:
+            with failures.one_line_errors(world):
+                raise error
+        except Exception as err:  # noqa: BLE001 - what the context manager turned it into
+            return err
+
+    main, other = World(0, 2, 0, 2), World(1, 2, 1, 2)
+    same = DataError("train.csv, line 3: empty text")
+    assert outcome(main, same) is same
+    quiet = outcome(other, DataError("train.csv, line 3: empty text"))
+    assert isinstance(quiet, ReportedError) and str(quiet) == "" and quiet.exit_code == 2
+    alone = outcome(other, OutOfMemory("out of memory on cuda:1"))
+    assert str(alone) == "process 1: out of memory on cuda:1" and alone.exit_code == 1
+    bug = outcome(other, ValueError("boom"))
+    assert isinstance(bug, ProcessFailure) and "in process 1: ValueError: boom" in str(bug)
+    one = World()
+    assert isinstance(outcome(one, ValueError("boom")), ValueError)  # one process: untouched
+
+
+def test_a_broken_collective_is_a_peer_failure(monkeypatch):
+    from bertfit.training import failures
+    from bertfit.training.distributed import is_peer_failure
+
+    gone = RuntimeError("[pair.cc:553] Connection closed by peer [127.0.0.1]:19870")
+    assert is_peer_failure(gone) and not is_peer_failure(RuntimeError("shape mismatch"))
+    monkeypatch.setattr(failures, "PEER_GRACE_SECONDS", 0)
+    with pytest.raises(failures.ReportedError) as caught:
+        with failures.one_line_errors(World(0, 2, 0, 2)):
+            raise gone
+    assert caught.value.exit_code == failures.PEER_FAILED and str(caught.value) == ""
+
+
+def _node_first_rank(rank: int, port: int, folder: str) -> None:
+    import time
+
+    import torch.distributed as dist
+
+    from bertfit.training.distributed import node_first
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    try:
+        with node_first(World(rank, 2, rank, 2)):
+            Path(folder, f"start{rank}").write_text(str(time.monotonic()))
+            time.sleep(0.3 if rank == 0 else 0)
+            Path(folder, f"end{rank}").write_text(str(time.monotonic()))
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_the_first_process_of_a_node_reads_and_tokenises_before_the_others(tmp_path):
+    import torch.multiprocessing as mp
+
+    mp.spawn(_node_first_rank, args=(free_port(), str(tmp_path)), nprocs=2, join=True)
+    stamp = lambda name: float((tmp_path / name).read_text())  # noqa: E731
+    assert stamp("end0") <= stamp("start1")  # rank 1 starts once rank 0's block is done
+
+
+def test_resuming_on_more_processes_gives_the_new_rank_generators_of_its_own(tmp_path):
+    """A checkpoint of one process resumed on two: rank 1 has no saved generators, so it takes
+    rank 0's and reseeds torch's for its rank and step (reproducible, unlike rank 0's)."""
+    import torch
+
+    from bertfit.training.checkpoint import restore_rng, rng_state
+    from bertfit.training.distributed import rank_seed
+
+    torch.manual_seed(5)
+    torch.save(rng_state(), tmp_path / "rng.pt")
+    expected = torch.rand(3)
+    restore_rng(tmp_path, 0)
+    assert torch.equal(torch.rand(3), expected)
+    restore_rng(tmp_path, 1, rank_seed(1, 1, 40))
+    first = torch.rand(3)
+    restore_rng(tmp_path, 1, rank_seed(1, 1, 40))
+    assert torch.equal(torch.rand(3), first) and not torch.equal(first, expected)
+    torch.manual_seed(9)
+    torch.save(rng_state(), tmp_path / "rng-rank1.pt")
+    own = torch.rand(3)
+    restore_rng(tmp_path, 1, rank_seed(1, 1, 40))  # its own saved generators win
+    assert torch.equal(torch.rand(3), own)

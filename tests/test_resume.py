@@ -304,15 +304,15 @@ def test_crash_while_saving_keeps_the_previous_checkpoint(
     import bertfit
     import bertfit.training.checkpoint as checkpoint
 
-    real, calls = checkpoint.rng_state, []
+    real, calls = checkpoint._order_tensors, []
 
-    def failing():
+    def failing(order):  # written after the model, optimizer and generators
         calls.append(1)
         if len(calls) == 2:  # checkpoint-10, half written
             raise RuntimeError("simulated crash inside the checkpoint writer")
-        return real()
+        return real(order)
 
-    monkeypatch.setattr(checkpoint, "rng_state", failing)
+    monkeypatch.setattr(checkpoint, "_order_tensors", failing)
     out = tmp_path / "run"
     with pytest.raises(RuntimeError, match="simulated crash"):
         bertfit.train(small_config(data, tiny_bert, out))
@@ -322,7 +322,7 @@ def test_crash_while_saving_keeps_the_previous_checkpoint(
     assert previous.state["step"] == 5 and previous.state["batch"] == 5
     run = bertfit.load(out, checkpoint="last")
     assert len(run.predict(["a b c"])) == 1
-    monkeypatch.setattr(checkpoint, "rng_state", real)
+    monkeypatch.setattr(checkpoint, "_order_tensors", real)
     finished = bertfit.train(small_config(data, tiny_bert, out, resume=str(out)))
     assert finished.results["steps"] == 26
 
@@ -332,15 +332,15 @@ def test_full_disk_is_reported_and_the_last_checkpoint_stays(
 ):
     import bertfit.training.checkpoint as checkpoint
 
-    real, calls = checkpoint.rng_state, []
+    real, calls = checkpoint._order_tensors, []
 
-    def full():
+    def full(order):
         calls.append(1)
         if len(calls) == 2:
-            raise OSError(errno.ENOSPC, "No space left on device", "optimizer.pt")
-        return real()
+            raise OSError(errno.ENOSPC, "No space left on device", "sampler.pt")
+        return real(order)
 
-    monkeypatch.setattr(checkpoint, "rng_state", full)
+    monkeypatch.setattr(checkpoint, "_order_tensors", full)
     out = tmp_path / "run"
     args = train_args(data, tiny_bert, out, "--epochs", "2")
     args[args.index("--threads") + 1] = "2"
@@ -425,7 +425,7 @@ def test_out_of_memory_gives_advice(data, tiny_bert, tmp_path, monkeypatch, cach
     assert main(train_args(data, tiny_bert, out, "--threads", "2")) == 1
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert err.startswith("bertfit: error: out of memory on cpu with --batch-size 16")
-    assert "--batch-size 8 --grad-accum 2" in err and "--max-length 64" in err
+    assert "--grad-accum 2 (the same batch of 16" in err and "--max-length 64" in err
 
 
 BI_ENCODER_OPTIONS = [

@@ -23,7 +23,7 @@ from fastapi.testclient import TestClient  # noqa: E402
 from bertfit.cli.main import main  # noqa: E402
 from bertfit.config.serve import ServeConfig  # noqa: E402
 from bertfit.serve.app import create_app, load_served  # noqa: E402
-from tests.conftest import marker_rows, multi_rows, write_rows  # noqa: E402
+from tests.conftest import free_port, marker_rows, multi_rows, write_rows  # noqa: E402
 from tests.test_biencoder import pair_rows, pair_training  # noqa: E402
 from tests.test_problems import score_rows  # noqa: E402
 
@@ -459,12 +459,6 @@ def test_serve_refuses_a_busy_port(runs, capsys):
         port = taken.getsockname()[1]
         assert main(["serve", str(runs["classifier"]), "--port", str(port)]) == 2
     assert "cannot listen there" in capsys.readouterr().err
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.mark.slow

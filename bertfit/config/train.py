@@ -107,7 +107,7 @@ class TrainConfig:
     )
     objective: Literal["cosine", "contrastive", "softmax"] | None = option(
         None,
-        "train a bi-encoder (sentence embeddings) instead of a classifier: cosine (pairs with a similarity score), contrastive (text/positive pairs, in-batch negatives), softmax (SBERT's NLI objective)",
+        "train a bi-encoder (sentence embeddings) instead of a classifier: cosine (pairs with a similarity score), contrastive (text/positive pairs, in-batch negatives: with several processes the negatives come from the whole global batch, all processes, and with --grad-accum from one pass's examples across the processes), softmax (SBERT's NLI objective)",
     )
     pooling: Literal["mean", "cls", "max"] = option(
         "mean", "bi-encoder: how token vectors become one"
@@ -125,8 +125,16 @@ class TrainConfig:
 
     # --- optimisation
     epochs: int = option(3, "passes over the training data")
-    batch_size: int = option(32, "examples per optimizer step (before accumulation)")
-    grad_accum: int = option(1, "gradient accumulation steps")
+    batch_size: int = option(
+        32,
+        "examples per optimizer step: the global batch, the same on any number of processes "
+        "(split across --nproc processes and --grad-accum passes; it must divide evenly)",
+    )
+    grad_accum: int = option(
+        1,
+        "passes each optimizer step's batch is computed in (gradients accumulated): the same "
+        "result with 1/N of the activation memory",
+    )
     lr: float | None = option(
         None,
         "peak learning rate [default: 1.5e-4 for the default encoder, 1e-4 for d2l, 3e-5 for others]",
@@ -196,6 +204,11 @@ class TrainConfig:
         "train data-parallel in N processes on this machine, started by torchrun's elastic agent "
         "(or launch 'torchrun --nproc-per-node N -m bertfit train ...' yourself); --batch-size "
         "stays the batch of one step, cut across the processes",
+    )
+    max_restarts: int = option(
+        0,
+        "with --nproc: restart the processes up to N times after one fails (is killed); they "
+        "resume from the last checkpoint by themselves (give --save-steps for a recent one)",
     )
     ddp_backend: Literal["nccl", "gloo"] | None = option(
         None, "how processes exchange gradients [default: nccl on GPUs, gloo on CPUs]"
@@ -324,6 +337,13 @@ class TrainConfig:
             value = getattr(self, name)
             if value is not None and value < 1:
                 problems.append(f"{_flag(name)} must be at least 1, got {value}")
+        if self.max_restarts < 0:
+            problems.append(f"--max-restarts must be 0 or more, got {self.max_restarts}")
+        elif self.max_restarts and not (self.nproc and self.nproc > 1):
+            problems.append(
+                "--max-restarts restarts the processes --nproc N starts; under torchrun give "
+                "torchrun's own --max-restarts"
+            )
         if self.save_total_limit < 0:
             problems.append(
                 f"--save-total-limit must be 0 (no checkpoints) or more, got {self.save_total_limit}"

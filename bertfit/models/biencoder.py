@@ -3,7 +3,8 @@
 - ``cosine``: mean squared error between cos(u, v) and the gold score scaled to [0, 1];
 - ``contrastive``: in-batch negatives (MultipleNegativesRanking): each text must pick its own
   positive among the batch's positives; rows whose positive (or text) repeats another row's are
-  not used as negatives;
+  not used as negatives; with several processes every rank's positives are gathered (with
+  gradients), so each text meets the whole global batch's negatives, as on one process;
 - ``softmax``: SBERT's NLI objective, a classifier over (u, v, |u - v|); saved beside the
   encoder (for resuming) but not part of the embedder.
 
@@ -34,6 +35,8 @@ from bertfit.models.fastbert import lean_hidden, supports_lean_encoder
 from bertfit.models.pooling import Pooling, pool, write_sentence_transformers_files
 from bertfit.rundir import NLI_HEAD
 from bertfit.runtime import autocast
+from bertfit.training.distributed import ONE_PROCESS, World, gather_rows
+from bertfit.training.gather import gather_with_grad
 
 log = logging.getLogger("bertfit")
 
@@ -109,6 +112,74 @@ def contrastive_loss(
     return loss
 
 
+def contrastive_loss_of_rows(
+    u: torch.Tensor,
+    v: torch.Tensor,
+    text_ids: torch.Tensor,
+    positive_ids: torch.Tensor,
+    start: int,
+    scale: float = 20.0,
+    all_u: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """``contrastive_loss``'s terms of some rows only, averaged over them: the texts ``u`` are
+    rows ``start:start + len(u)`` of a batch whose positives are all of ``v`` (``text_ids`` and
+    ``positive_ids``: the whole batch's). With ``all_u`` (the whole batch's texts) the symmetric
+    loss: these rows' positives also pick their own text among ``all_u``.
+
+    Weighted by ``len(u) / len(v)`` and summed over a partition of the batch's rows, this is
+    ``contrastive_loss`` of the whole batch. No rows give 0, still connected to ``v`` (and
+    ``all_u``), so that a backward runs through them.
+    """
+    if not len(u):
+        return 0 * (v.sum() if all_u is None else v.sum() + all_u.sum())
+    rows = torch.arange(start, start + len(u), device=u.device)
+    same = (positive_ids[rows, None] == positive_ids[None, :]) | (
+        text_ids[rows, None] == text_ids[None, :]
+    )
+    duplicates = same & (rows[:, None] != torch.arange(len(v), device=v.device)[None, :])
+
+    def picked(queries: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
+        scores = scale * F.normalize(queries, dim=-1) @ F.normalize(candidates, dim=-1).T
+        return F.cross_entropy(scores.masked_fill(duplicates, float("-inf")), rows)
+
+    loss = picked(u, v)
+    if all_u is not None:
+        loss = (loss + picked(v[rows], all_u)) / 2
+    return loss
+
+
+def gathered_contrastive_loss(
+    world: World,
+    u: torch.Tensor,
+    v: torch.Tensor,
+    text_ids: torch.Tensor,
+    positive_ids: torch.Tensor,
+    scale: float = 20.0,
+    symmetric: bool = False,
+) -> torch.Tensor:
+    """``contrastive_loss`` across the training processes: this rank's rows (possibly none) are
+    the anchors and every rank's positives (with ``symmetric``, texts too) the candidates; the
+    mean over this rank's anchors.
+
+    Each rank's loss weighted by its share of the global batch and summed over the ranks is
+    ``contrastive_loss`` of the whole batch, and so are the summed gradients: the gather's
+    backward sends each rank the gradients of every rank's loss. Every rank must call it and
+    back-propagate its result (collectives, forward and backward).
+
+    >>> loss = gathered_contrastive_loss(world, u, v, text_ids, positive_ids)  # doctest: +SKIP
+    >>> (loss * len(u) / global_batch_size).backward()  # then sum the gradients over the ranks
+    """
+    width = v.shape[1]
+    parts = gather_with_grad(world, torch.cat([u, v], dim=1) if symmetric else v)
+    start = sum(len(part) for part in parts[: world.rank])
+    gathered = torch.cat(parts)
+    ids = torch.cat(gather_with_grad(world, torch.stack([text_ids, positive_ids], dim=1)))
+    all_u = gathered[:, :width] if symmetric else None
+    return contrastive_loss_of_rows(
+        u, gathered[:, -width:], ids[:, 0], ids[:, 1], start, scale, all_u
+    )
+
+
 def softmax_loss(
     head: nn.Linear, u: torch.Tensor, v: torch.Tensor, y: torch.Tensor
 ) -> torch.Tensor:
@@ -176,12 +247,23 @@ def score_pairs_with_intervals(objective: str, y, scores: np.ndarray, labels) ->
     return metrics
 
 
-def dev_metrics(model: BiEncoder, dev: dict, objective: str, labels, pad_id, device, dtype) -> dict:
+def dev_metrics(
+    model: BiEncoder, dev: dict, objective: str, labels, pad_id, device, dtype, world=ONE_PROCESS
+) -> dict:
     """cosine: Spearman/Pearson; contrastive: recall@1 of each text's positive among dev
-    positives; softmax: classification metrics of the NLI head."""
-    u = embed_packed(model, dev["a"], pad_id, device, dtype)
-    v = embed_packed(model, dev["b"], pad_id, device, dtype)
+    positives; softmax: classification metrics of the NLI head. With several processes each
+    embeds a shard of the dev pairs and all gather them: the metrics of one process."""
+    u, v = (_embed_shared(model, dev[side], pad_id, device, dtype, world) for side in "ab")
     return score_pairs(objective, dev.get("y"), pair_scores(objective, u, v, model.head), labels)
+
+
+def _embed_shared(model: BiEncoder, packed: Packed, pad_id: int, device, dtype, world: World):
+    """``embed_packed`` with every ``world.size``-th text embedded by each rank, gathered."""
+    if not world.distributed:
+        return embed_packed(model, packed, pad_id, device, dtype)
+    shard = np.arange(world.rank, len(packed), world.size)
+    rows = embed_packed(model, packed.take(shard), pad_id, device, dtype).numpy()
+    return torch.from_numpy(gather_rows(world, shard, rows, len(packed)))
 
 
 def load_nli_head(folder: Path, width: int, num_labels: int) -> nn.Linear:
@@ -193,20 +275,41 @@ def load_nli_head(folder: Path, width: int, num_labels: int) -> nn.Linear:
     return head.eval()
 
 
-def bi_encoder_batch_loss(model: BiEncoder, train: dict, config, pad_id: int, device, dtype):
-    """The training loss of a batch of pairs: embed both sides, then the objective's loss."""
+def bi_encoder_batch_loss(
+    model: BiEncoder, train: dict, config, pad_id: int, device, dtype, world: World = ONE_PROCESS
+):
+    """The training loss of a batch of pairs: embed both sides, then the objective's loss.
 
-    def batch_loss(indices: list[int]) -> tuple[torch.Tensor, None]:
+    With several processes (``world``) the contrastive loss gathers every rank's positives, so
+    every rank must call it for every pass, also with no rows (``Trainee.every_rank``); the
+    other objectives are per pair, and no rows give a zero loss that reaches no weight.
+    """
+    width = model.bert.config.hidden_size
+
+    def embed(indices: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        if not indices:  # like a model output: float32 (pooled), requiring grad in training
+            grad = torch.is_grad_enabled()
+            empty = torch.zeros(0, width, dtype=torch.float32, device=device, requires_grad=grad)
+            return empty, empty
         sides = [
             {k: t.to(device) for k, t in collate(train[s], indices, pad_id).items()} for s in "ab"
         ]
         with autocast(device, dtype):
-            u, v = model(**sides[0]), model(**sides[1])
+            return model(**sides[0]), model(**sides[1])
+
+    def batch_loss(indices: list[int]) -> tuple[torch.Tensor, None]:
+        u, v = embed(indices)
+        contrastive = config.objective == "contrastive"
+        ids = [torch.from_numpy(train[k][indices]).to(device) for k in ("a_ids", "b_ids")]
+        if contrastive and world.distributed:  # negatives from the whole global batch
+            loss = gathered_contrastive_loss(world, u, v, *ids, config.scale, config.symmetric)
+            return loss, None
+        if not indices:  # a rank's empty slice: a zero loss that reaches no weight
+            return 0 * u.sum(), None
         y = torch.from_numpy(train["y"][indices]).to(device) if "y" in train else None
         if config.objective == "cosine":
             return cosine_loss(u, v, y), None
-        if config.objective == "contrastive":
-            ids = [torch.from_numpy(train[k][indices]).to(device) for k in ("a_ids", "b_ids")]
+        if contrastive:
             return contrastive_loss(u, v, *ids, config.scale, config.symmetric), None
         return softmax_loss(model.head, u, v, y), None
 

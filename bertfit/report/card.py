@@ -24,6 +24,7 @@ PIPELINE = {
 HYPER = (
     "epochs",
     "batch_size",
+    "grad_accum",
     "lr",
     "layer_lr_decay",
     "warmup_ratio",
@@ -111,9 +112,39 @@ def model_card(meta: dict, results: dict, run_name: str) -> str:
             f"| {k} | {config[k]} |\n" for k in HYPER if config.get(k) is not None
         ),
         "precision": results.get("precision", "auto"),
+        "compute_rows": "".join(_compute_rows(results)),
         "result_rows": "".join(_result_rows(results)),
     }
     return string.Template(TEMPLATE.read_text(encoding="utf-8")).substitute(values)
+
+
+def _compute_rows(results: dict) -> list[str]:
+    """How the run was trained: processes and their backend, the global batch of one optimizer
+    step and each process's share of a forward pass, the whole job's examples/s. Runs from
+    before these were recorded lack some; their rows are left out."""
+    rows = []
+    processes = _count(results.get("processes"))
+    if processes:
+        backend = results.get("ddp_backend")
+        over = f" (DDP over {backend})" if processes > 1 and isinstance(backend, str) else ""
+        rows.append(f"| processes | {processes}{over} |\n")
+    if global_batch := _count(results.get("global_batch")):
+        rows.append(f"| global batch | {global_batch} examples per optimizer step |\n")
+    if per_process := _count(results.get("per_process_batch")):
+        rows.append(f"| per-process batch | {per_process} examples per forward pass |\n")
+    speed = results.get("train_examples_per_second", results.get("examples_per_second"))
+    if isinstance(speed, (int, float)) and not isinstance(speed, bool) and speed > 0:
+        rows.append(f"| training speed | {speed:,.1f} examples/s (whole job) |\n")
+    return rows
+
+
+def _count(value) -> int | None:
+    """A positive whole number from results.json, else None (missing, null or malformed)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    if isinstance(value, float) and not value.is_integer():  # also NaN and infinity
+        return None
+    return int(value) if value >= 1 else None
 
 
 def _result_rows(results: dict) -> list[str]:

@@ -32,14 +32,14 @@ def is_out_of_memory(err: BaseException) -> bool:
 def out_of_memory_advice(
     device: torch.device, batch_size: int, grad_accum: int, max_length: int, output: Path
 ) -> str:
-    half = max(1, batch_size // 2)
     shorter = max(8, max_length // 2)
     last = last_checkpoint(output)
     kept = f"; the last checkpoint is {last.path}" if last else ""
     return (
         f"out of memory on {device} with --batch-size {batch_size} and --max-length "
-        f"{max_length}: try --batch-size {half} --grad-accum {grad_accum * 2} "
-        f"(the same effective batch), or --max-length {shorter}, or --precision bf16{kept}"
+        f"{max_length}: try --grad-accum {grad_accum * 2} (the same batch of {batch_size} in "
+        f"twice as many passes, each half the memory), or --max-length {shorter}, or "
+        f"--precision bf16{kept}"
     )
 
 

@@ -179,11 +179,14 @@ def save_checkpoint(
     scaler: torch.amp.GradScaler,
     state: dict,
     order: list[list[int]],
+    rng_states: list[dict] | None = None,
 ) -> Path:
     """Write ``checkpoint-<step>`` completely under a temporary name, then rename it into place.
 
-    ``write_model(folder)`` writes the model; ``order`` is the current epoch's batch order.
+    ``write_model(folder)`` writes the model; ``order`` is the current epoch's global batch
+    order; ``rng_states`` every rank's random generators (this process's alone by default).
     """
+    rng_states = rng_states or [rng_state()]
     final = run_dir / f"{CHECKPOINT_PREFIX}{step}"
     tmp = temporary_dir(run_dir, f".{CHECKPOINT_PREFIX}{step}.")
     try:
@@ -193,7 +196,8 @@ def save_checkpoint(
         torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
         torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
         torch.save(scaler.state_dict(), tmp / "scaler.pt")
-        torch.save(rng_state(), tmp / "rng.pt")
+        for rank, generators in enumerate(rng_states):
+            torch.save(generators, tmp / _rng_file(rank))
         torch.save(_order_tensors(order), tmp / "sampler.pt")
         write_json(tmp / TRAINER_STATE, state)
         _sync_folder(tmp)
@@ -273,9 +277,24 @@ def _keep_best_model(run_dir: Path, names: list[str], folder: Path) -> None:
             shutil.copyfile(run_dir / name, folder / name)
 
 
-def restore_rng(path: Path) -> None:
-    """Put every random generator back as it was when the checkpoint was written."""
-    state = _load(path / "rng.pt")
+def _rng_file(rank: int) -> str:
+    return "rng.pt" if rank == 0 else f"rng-rank{rank}.pt"
+
+
+def restore_rng(path: Path, rank: int = 0, seed: int | None = None) -> None:
+    """Put this rank's random generators back as they were when the checkpoint was written.
+
+    A rank the checkpoint has no state for (the run resumes on more processes than it was saved
+    with) takes rank 0's generators with its torch generator reseeded for this rank and step
+    (``seed``), so its dropout differs from rank 0's and is still reproducible.
+    """
+    own = path / _rng_file(rank)
+    _restore_generators(_load(own if own.is_file() else path / _rng_file(0)))
+    if rank and not own.is_file() and seed is not None:
+        torch.manual_seed(seed)
+
+
+def _restore_generators(state: dict) -> None:
     version, internal, gauss = state["python"]
     random.setstate((version, tuple(internal), gauss))
     numpy = state["numpy"]

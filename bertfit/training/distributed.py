@@ -133,20 +133,95 @@ def _fill_empty(cuts: list[tuple[int, int]], world_size: int) -> list[tuple[int,
     return cuts
 
 
+def process_device(device, world: World):
+    """This process's device: with several processes on a node of GPUs, GPU ``LOCAL_RANK``
+    (``cuda`` alone would put every process on GPU 0)."""
+    if device.type != "cuda" or not world.distributed or device.index is not None:
+        return device
+    import torch
+
+    if world.local_rank >= torch.cuda.device_count():
+        raise ConfigError(
+            f"{world.local_size} processes on this node but {torch.cuda.device_count()} GPUs; "
+            "start one process per GPU (torchrun --nproc-per-node)"
+        )
+    return torch.device("cuda", world.local_rank)
+
+
 @contextlib.contextmanager
-def process_group(world: World, device_type: str, backend: str | None = None) -> Iterator[None]:
+def process_group(world: World, device, backend: str | None = None) -> Iterator[None]:
     """torch.distributed's process group for the length of one training (nothing for one
     process); it is destroyed afterwards, also after an error."""
     if not world.distributed:
         yield
         return
+    import torch
     import torch.distributed as dist
 
-    dist.init_process_group(pick_backend(device_type, backend), timeout=timedelta(minutes=30))
+    if device.type == "cuda":
+        torch.cuda.set_device(device)  # NCCL's collectives and object gathers use it
+    dist.init_process_group(pick_backend(device.type, backend), timeout=timedelta(minutes=30))
     try:
         yield
     finally:
         dist.destroy_process_group()
+
+
+@contextlib.contextmanager
+def node_first(world: World) -> Iterator[None]:
+    """The first process of each node runs the block before the others (one download and one
+    tokenising per node; the others then read the files and the cache it wrote).
+
+    If the first process fails in the block, the others never pass the barrier: its error is
+    the job's, and torchrun stops them.
+    """
+    if world.distributed and world.local_rank != 0:
+        barrier(world)
+    yield
+    if world.distributed and world.local_rank == 0:
+        barrier(world)
+
+
+def rank_seed(seed: int, rank: int, step: int = 0) -> int:
+    """The seed of rank ``rank``'s generators (dropout): rank 0 keeps ``seed``, so one process
+    draws as before; the others differ, so their dropout masks are not copies of rank 0's.
+    ``step`` is for a rank that joins a resumed run with no generator state of its own."""
+    if rank == 0 and step == 0:
+        return seed
+    return (seed * 1_000_003 + rank * 7_919 + step * 104_729) % 2**63
+
+
+def gather_objects(world: World, value):
+    """Every rank's ``value`` in rank order (``[value]`` for one process)."""
+    if not world.distributed:
+        return [value]
+    import torch.distributed as dist
+
+    values: list = [None] * world.size
+    dist.all_gather_object(values, value)
+    return values
+
+
+def is_peer_failure(err: BaseException) -> bool:
+    """Whether ``err`` is a collective that failed because another process died: that process
+    (or torchrun) says why; this one only stops."""
+    import torch.distributed as dist
+
+    if isinstance(err, getattr(dist, "DistError", ())) and not isinstance(
+        err, getattr(dist, "DistStoreError", ())
+    ):
+        return True
+    text = str(err)
+    return isinstance(err, RuntimeError) and any(m in text for m in _PEER_GONE)
+
+
+# what gloo and NCCL say when a peer of a collective is gone
+_PEER_GONE = (
+    "Connection closed by peer",
+    "Connection reset by peer",
+    "Broken pipe",
+    "NCCL communicator was aborted",
+)
 
 
 def barrier(world: World) -> None:

@@ -20,7 +20,7 @@ import torch
 from bertfit.config.fields import show_progress
 from bertfit.config.train import TrainConfig
 from bertfit.data.packing import length_grouped_batches
-from bertfit.errors import Interrupted, TrainingError
+from bertfit.errors import Interrupted, OutOfMemory, TrainingError
 from bertfit.evaluation.metrics import headline
 from bertfit.training.advice import (
     announce_stop,
@@ -37,12 +37,15 @@ from bertfit.training.checkpoint import (
     prune_checkpoints,
     restore_best_model,
     restore_rng,
+    rng_state,
     save_checkpoint,
 )
 from bertfit.training.distributed import (
     ONE_PROCESS,
     World,
     barrier,
+    gather_objects,
+    rank_seed,
     rank_slices,
     reduce_gradients,
     sum_across,
@@ -90,7 +93,7 @@ def run_loop(
         advice = out_of_memory_advice(
             device, config.batch_size, config.grad_accum, config.max_length, output
         )
-        raise TrainingError(advice) from None
+        raise OutOfMemory(advice) from None
 
 
 def fit(
@@ -121,7 +124,7 @@ def fit(
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
     state, order = TrainState(data=fingerprint), []  # order: this epoch's batches
     if resume is not None:
-        state, order = _resume_state(resume, optimizer, scheduler, scaler, output)
+        state, order = _resume_state(resume, optimizer, scheduler, scaler, output, world)
     steps = total_steps(len(trainee.lengths), config)
     resumed = state.step if resume else None
     recorder = Recorder(output, steps, config.tensorboard, resumed, writes=world.is_main)
@@ -129,7 +132,8 @@ def fit(
     save = lambda: loop.checkpoint(optimizer, scheduler, scaler, order)  # noqa: E731
     model.train()
     if resume is not None:
-        restore_rng(resume.path)  # last, so nothing above draws from the restored generators
+        # last, so nothing above draws from the restored generators
+        restore_rng(resume.path, world.rank, rank_seed(config.seed, world.rank, state.step))
     for epoch in range(state.epoch, config.epochs + 1):
         if state.batch == 0:
             order = epoch_order(trainee, config, epoch)
@@ -139,32 +143,27 @@ def fit(
         )  # fmt: skip
         loop.clock = Clock(state.epoch_seconds)
         for i in range(state.batch, len(order)):
-            loss, value, correct = loop.batch_loss(order[i])  # forward and loss (this rank's part)
-            finite = math.isfinite(value)
-            if finite and loss is not None:
-                scaler.scale(loss / config.grad_accum).backward()
-            elif not finite:
-                loop.non_finite(epoch, i, f"the loss is {value}")
-            boundary = (i + 1) % config.grad_accum == 0 or i + 1 == len(order)
-            if boundary:
+            # forward, loss and backward of this rank's part, in --grad-accum passes
+            value, correct, agreed = loop.forward_backward(order[i], scaler, _asked(stop))
+            if math.isfinite(value):
                 reduce_gradients(model, world)  # the global batch's gradient on every rank
                 if not optimizer_step(model, optimizer, scaler, config.max_grad_norm):  # clip, step
                     loop.non_finite(epoch, i, "a gradient is not finite")
-                scheduler.step()
-                state.step += 1
-                recorder.step(
-                    state, epoch, value, scheduler.get_last_lr()[-1], loop.clock.seconds()
-                )
-            state.count(len(order[i]), value if finite else None, correct)
+            else:  # every rank sees the same global loss, so all skip (or stop) together
+                optimizer.zero_grad(set_to_none=True)
+                loop.non_finite(epoch, i, f"the loss is {value}")
+            scheduler.step()
+            state.step += 1
+            recorder.step(state, epoch, value, scheduler.get_last_lr()[-1], loop.clock.seconds())
+            state.count(len(order[i]), value if math.isfinite(value) else None, correct)
             loop.accuracy = correct is not None
             state.batch = i + 1
             loop.show(bar, len(order[i]))
-            if not boundary:
-                continue
             if config.eval_steps and state.step % config.eval_steps == 0:
                 loop.evaluate(epoch, state.train_stats(loop.accuracy), pause=True)
             if i + 1 < len(order):  # the epoch end saves its own checkpoint
-                signalled = stop is not None and stop.requested
+                # several processes stop together: at the step after any of them was signalled
+                signalled = agreed if world.distributed else _asked(stop)
                 if signalled or (config.save_steps and state.step % config.save_steps == 0):
                     path = save()
                     if signalled:
@@ -173,7 +172,7 @@ def fit(
         bar.close()
         stopping = loop.end_epoch(epoch)
         path = save()
-        if stop is not None and stop.requested and state.epoch <= config.epochs:
+        if loop.agree(_asked(stop)) and state.epoch <= config.epochs:
             raise _interrupted(stop, state.step, path, output)
         if stopping:
             log.info(f"early stopping: no dev improvement in {state.bad_evals} evaluations")
@@ -188,6 +187,11 @@ def epoch_order(trainee: Trainee, config: TrainConfig, epoch: int) -> list[list[
         trainee.lengths, config.batch_size, config.seed + epoch, config.length_groups
     )
     return [[int(i) for i in batch] for batch in batches]
+
+
+def _asked(stop: StopSignals | None) -> bool:
+    """Whether a signal has asked this process to stop."""
+    return stop is not None and stop.requested is not None
 
 
 def _interrupted(stop: StopSignals, step: int, path: Path | None, output: Path) -> Interrupted:
@@ -210,11 +214,13 @@ def _announce_stop_unsaved(number: int) -> None:
     )
 
 
-def _resume_state(resume: Checkpoint, optimizer, scheduler, scaler, output: Path):
+def _resume_state(resume: Checkpoint, optimizer, scheduler, scaler, output: Path, world: World):
     order = load_training_state(resume.path, optimizer, scheduler, scaler)
     state = TrainState.from_dict(resume.state)
-    rewrite_history(output, state)
-    restore_best_model(resume.path, output)
+    if world.is_main:  # the one writer puts the run's files back as they were at the checkpoint
+        rewrite_history(output, state)
+        restore_best_model(resume.path, output)
+    barrier(world)
     return state, order
 
 
@@ -236,20 +242,45 @@ class _Loop:
         self.clock = Clock()
         self.accuracy = False  # whether batch_loss counts right predictions (classifiers)
 
-    def batch_loss(self, batch: list[int]) -> tuple[torch.Tensor | None, float, int | None]:
-        """(this rank's loss to back-propagate, the global batch's mean loss, right predictions
-        in it). With several ranks each computes its slice's mean loss, weighted by the slice's
-        share of the batch, so the summed gradients are those of the whole batch."""
-        if not self.world.distributed:
-            loss, correct = self.trainee.batch_loss(batch)
-            return loss, float(loss.item()), correct  # .item() syncs; once per batch is cheap
-        mine = rank_slices(batch, self.trainee.lengths, self.world.size)[self.world.rank]
-        loss, correct = self.trainee.batch_loss(mine) if mine else (None, None)
-        share = len(mine) / len(batch)
-        local = float(loss.item()) * share if loss is not None else 0.0
-        total, right = sum_across(self.world, [local, float(correct or 0)])
-        weighted = loss * share if loss is not None else None
-        return weighted, total, (int(right) if correct is not None or not mine else None)
+    def forward_backward(
+        self, batch: list[int], scaler: torch.amp.GradScaler, signalled: bool
+    ) -> tuple[float, int | None, bool]:
+        """Back-propagate this rank's share of one global batch; return the batch's mean loss,
+        its right predictions (classifiers, else None) and whether any rank was signalled to
+        stop, all agreed over the ranks in one reduction.
+
+        The batch is cut into one slice per rank and each slice into --grad-accum passes of
+        similar padded tokens; each pass's mean loss is weighted by its share of the batch, so
+        the gradients summed over passes and ranks are those of the whole batch on one process.
+        """
+        world, lengths = self.world, self.trainee.lengths
+        mine = rank_slices(batch, lengths, world.size)[world.rank] if world.distributed else batch
+        passes = (
+            rank_slices(mine, lengths, self.config.grad_accum)
+            if self.config.grad_accum > 1
+            else [mine]
+        )
+        local, right, counts = 0.0, 0, False
+        for part in passes:
+            if not part and not self.trainee.every_rank:
+                continue  # no rows for this rank here; its gradient adds nothing
+            loss, correct = self.trainee.batch_loss(part)
+            share = len(part) / len(batch)
+            local += float(loss.item()) * share  # .item() syncs; once per pass is cheap
+            if correct is not None:
+                right, counts = right + correct, True
+            # a non-finite loss is back-propagated too (its gradient is dropped after the
+            # agreement): every rank must run the same backward passes (collectives)
+            scaler.scale(loss * share).backward()
+        if not world.distributed:
+            return local, (right if counts else None), signalled
+        agreed = sum_across(world, [local, float(right), float(signalled), float(counts)])
+        total, right, stops, counted = agreed
+        return total, (int(right) if counted else None), stops > 0
+
+    def agree(self, signalled: bool) -> bool:
+        """Whether any rank was signalled to stop (the same answer on every rank)."""
+        return sum_across(self.world, [float(signalled)])[0] > 0
 
     def evaluate(self, epoch: int, stats: dict, pause: bool = False) -> None:
         started = time.perf_counter()
@@ -292,9 +323,14 @@ class _Loop:
         state = self.state
         state.epoch_seconds = self.clock.seconds()
         self.recorder.flush(state)
-        if self.config.save_total_limit == 0 or not self.world.is_main:
+        if self.config.save_total_limit == 0:
             barrier(self.world)
             return None
+        generators = gather_objects(self.world, rng_state())  # every rank's, for an exact resume
+        if not self.world.is_main:
+            barrier(self.world)
+            return None
+        state.world_size = self.world.size
         state.dev_score = state.last_dev if state.evaluated_step == state.step else None
         path = save_checkpoint(
             self.output,
@@ -305,6 +341,7 @@ class _Loop:
             scaler,
             state.to_dict(),
             order,
+            generators,
         )
         prune_checkpoints(self.output, self.config.save_total_limit)
         barrier(self.world)

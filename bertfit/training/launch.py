@@ -2,8 +2,8 @@
 watched by torchrun's own elastic agent (``torch.distributed.launcher``), not a home-made one.
 
 Each worker runs ``train`` with the torchrun environment (RANK, WORLD_SIZE, ...) the agent sets;
-``training/distributed.py`` reads it. A bertfit error is said in one line by rank 0 (every rank
-meets the same config and data errors), and the agent stops the other workers.
+``training/distributed.py`` reads it. An error is said in one line by the worker that should say
+it (``failures.py``); the agent stops the others, and the job's exit code is that worker's.
 """
 
 from __future__ import annotations
@@ -11,6 +11,8 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import os
+import signal
 import sys
 import uuid
 from collections.abc import Iterator
@@ -18,12 +20,13 @@ from pathlib import Path
 
 from bertfit.config.train import TrainConfig
 from bertfit.errors import BertfitError, ConfigError, TrainingError
+from bertfit.training.distributed import World, check_global_batch
+from bertfit.training.failures import PEER_FAILED, ReportedError
 
 
 def train(config: TrainConfig, train_rows=None, dev_rows=None):
     """``bertfit.train`` with ``--nproc N``: the job in N processes started here; otherwise (one
     process, or already one of torchrun's workers) the training itself."""
-    from bertfit.training.distributed import World
     from bertfit.training.run import train as train_here
 
     if not (config.nproc and config.nproc > 1) or World.from_env().distributed:
@@ -33,6 +36,7 @@ def train(config: TrainConfig, train_rows=None, dev_rows=None):
             "--nproc trains from files or a --task; rows in memory stay in one process"
         )
     config.validate(())  # a bad option is said once, before any process starts
+    check_global_batch(config.batch_size, config.grad_accum, config.nproc)
     launch(config)
     from bertfit.training.finish import load_finished
 
@@ -40,7 +44,11 @@ def train(config: TrainConfig, train_rows=None, dev_rows=None):
 
 
 def launch(config: TrainConfig) -> None:
-    """Train ``config`` in ``config.nproc`` local processes; returns when all have finished."""
+    """Train ``config`` in ``config.nproc`` local processes; returns when all have finished.
+
+    With ``--max-restarts K`` the agent restarts the workers after a failure (a killed process)
+    up to K times; they resume from the run's last checkpoint by themselves.
+    """
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
@@ -51,21 +59,59 @@ def launch(config: TrainConfig) -> None:
         run_id=uuid.uuid4().hex,
         rdzv_backend="c10d",
         rdzv_endpoint="127.0.0.1:0",  # a free loopback port: one machine, nothing to reach
-        max_restarts=0,
+        max_restarts=config.max_restarts,
         monitor_interval=0.2,
         start_method="spawn",
     )
     try:
-        with _quiet_agent():
-            elastic_launch(setup, _worker)(dataclasses.replace(config, nproc=None))
+        with _quiet_agent(), _store_per_attempt():
+            elastic_launch(setup, _worker)(dataclasses.replace(config, nproc=None, max_restarts=0))
     except ChildFailedError as err:
-        codes = sorted({failure.exitcode for failure in err.failures.values()})
-        if codes == [2]:  # a bertfit error, already said in one line by the worker
-            raise ReportedError() from None
-        raise TrainingError(
-            f"a training process failed (exit code {', '.join(map(str, codes))}); "
-            "the run can be resumed from its last checkpoint with --resume"
-        ) from None
+        raise _job_failure([f.exitcode for f in err.failures.values()], config) from None
+
+
+def _job_failure(codes: list[int], config: TrainConfig) -> BertfitError:
+    """The job's error from its workers' exit codes: nothing more to say when a worker has said
+    it (a bertfit error, an internal error), else which signal killed one and how to go on."""
+    said = sorted(c for c in set(codes) if c > 0 and c != PEER_FAILED)
+    if said:
+        return ReportedError(said[0])
+    killed = sorted({-c for c in codes if c < 0})
+    how = (
+        f"by {', '.join(_signal_name(n) for n in killed)}"
+        if killed
+        else f"(exit code {', '.join(map(str, sorted(set(codes))))})"
+    )
+    return TrainingError(
+        f"a training process was stopped {how}; continue from the last checkpoint with "
+        f"bertfit train --resume {config.output} --nproc {config.nproc} "
+        "(or --max-restarts N to have torchrun restart it by itself)"
+    )
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
+
+
+@contextlib.contextmanager
+def _store_per_attempt() -> Iterator[None]:
+    """Workers restarted after a failure get a new store instead of the agent's shared one:
+    in the shared store the failed attempt's keys remain, and a restarted worker could read a
+    dead peer's address from them before the new peer writes its own (gloo then fails with
+    "connection refused"). The agent reads this variable while it runs; it is put back after."""
+    name = "TORCH_DISABLE_SHARE_RDZV_TCP_STORE"
+    before = os.environ.get(name)
+    os.environ[name] = "1"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = before
 
 
 @contextlib.contextmanager
@@ -84,23 +130,14 @@ def _quiet_agent() -> Iterator[None]:
             logger.setLevel(level)
 
 
-class ReportedError(BertfitError):
-    """A worker's error, already written to stderr: the command only exits with its code."""
-
-    exit_code = 2
-
-    def __init__(self) -> None:
-        super().__init__("")
-
-
 def _worker(config: TrainConfig) -> None:
-    """One process of the job: train, and turn a bertfit error into one line and exit code 2."""
-    from bertfit.training.distributed import World
+    """One process of the job: train; an error is said in one line by the process that should
+    say it (``failures.one_line_errors``) and becomes the exit code."""
     from bertfit.training.run import train as train_here
 
     try:
         train_here(config)
     except BertfitError as err:
-        if World.from_env().is_main:
+        if str(err):
             sys.stderr.write(f"bertfit: error: {err}\n")
-        sys.exit(2)
+        sys.exit(err.exit_code)

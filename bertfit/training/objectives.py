@@ -69,6 +69,9 @@ class Trainee:
     batch_loss: Callable[[list[int]], tuple[torch.Tensor, int | None]]
     evaluate: Callable[[], tuple[dict, list[float] | None]]
     write_model: Callable[[Path], None]
+    # batch_loss takes part in collectives (the bi-encoder's negatives gathered across ranks):
+    # with several processes every rank calls it for every pass, with an empty slice if need be
+    every_rank: bool = False
 
 
 @dataclass
@@ -184,9 +187,16 @@ def classifier_evaluation(
 
 
 def bi_encoder_objective(
-    config: TrainConfig, encoder: Encoder, tokenizer: Tokenizer, data: TrainingData, device, dtype
+    config: TrainConfig,
+    encoder: Encoder,
+    tokenizer: Tokenizer,
+    data: TrainingData,
+    device,
+    dtype,
+    world=ONE_PROCESS,
 ) -> Objective:
-    """A sentence embedder (shared encoder, pooled) trained with ``config.objective``."""
+    """A sentence embedder (shared encoder, pooled) trained with ``config.objective``
+    (``world``: the training processes, across which the contrastive negatives are gathered)."""
     if encoder.kind != "hf":
         raise ConfigError("--objective needs a Hugging Face-format encoder")
     if data.train.pairs is None:
@@ -211,16 +221,18 @@ def bi_encoder_objective(
     if score_range is not None:
         meta["score_range"] = list(score_range)
     evaluate = lambda: (  # noqa: E731
-        dev_metrics(model, dev_side, config.objective, data.labels, pad_id, device, dtype),
+        dev_metrics(model, dev_side, config.objective, data.labels, pad_id, device, dtype, world),
         None,
     )
     return Objective(
         Trainee(
             model,
             np.maximum(train_side["a"].lengths, train_side["b"].lengths),
-            bi_encoder_batch_loss(model, train_side, config, pad_id, device, dtype),
+            bi_encoder_batch_loss(model, train_side, config, pad_id, device, dtype, world),
             evaluate,
             lambda folder: save_bi_encoder(model, tokenizer, folder),
+            # the contrastive loss gathers every rank's positives: all ranks take every pass
+            every_rank=config.objective == "contrastive" and world.distributed,
         ),
         fingerprint,
         lambda path: load_bi_encoder_weights(model, path),

@@ -14,9 +14,8 @@ from bertfit.models.adapters import encoder_layers
 
 
 def total_steps(examples: int, config: TrainConfig) -> int:
-    """Optimizer steps of the whole run (the schedule's length)."""
-    batches = math.ceil(examples / config.batch_size)
-    return math.ceil(batches / config.grad_accum) * config.epochs
+    """Optimizer steps of the whole run (the schedule's length): one per global batch."""
+    return math.ceil(examples / config.batch_size) * config.epochs
 
 
 def make_optimizer(

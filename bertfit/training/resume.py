@@ -38,6 +38,7 @@ RESUMABLE_CHANGES = {
     "progress",
     "threads",
     "nproc",
+    "max_restarts",
     "ddp_backend",
     "device",
     "cache_dir",

@@ -9,12 +9,16 @@ the model and its reports, about the model's size.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
+import os
 import shutil
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+import torch
 
 from bertfit import __version__
 from bertfit.config.fields import DEFAULT_MODEL
@@ -39,10 +43,15 @@ from bertfit.training.checkpoint import drop_checkpoints, last_checkpoint
 from bertfit.training.distributed import (
     World,
     barrier,
+    check_global_batch,
+    node_first,
     pick_backend,
+    process_device,
     process_group,
+    rank_seed,
     threads_per_process,
 )
+from bertfit.training.failures import one_line_errors
 from bertfit.training.finish import (
     finish_bi_encoder,
     finish_classifier,
@@ -71,9 +80,23 @@ def train(config: TrainConfig, train: Source = None, dev: Source = None) -> Any:
     or ``bertfit.train(TrainConfig(output="runs/x"), train=[{"text": "fine", "label": "pos"}, ...])``.
     With ``resume="runs/x"`` (or ``"auto"``) a run continues from its last complete checkpoint.
     """
+    world = World.from_env()
     # several processes (torchrun): the first reports, the others only warn
-    with logging_to_stderr(logging.INFO if World.from_env().is_main else logging.WARNING):
-        return _train(config, train, dev)
+    with (
+        logging_to_stderr(logging.INFO if world.is_main else logging.WARNING),
+        one_line_errors(world),
+    ):
+        return _train(restarted(config), train, dev)
+
+
+def restarted(config: TrainConfig) -> TrainConfig:
+    """A worker torchrun restarted after a failure (--max-restarts) continues the run from its
+    last checkpoint: the command it was started with said nothing about resuming."""
+    restarts = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") or 0)
+    if restarts < 1 or config.resume is not None:
+        return config
+    log.warning(f"restart {restarts} by torchrun: resuming from the last checkpoint")
+    return dataclasses.replace(config, resume="auto", overwrite=False)
 
 
 def _train(config: TrainConfig, train_rows: Source, dev_rows: Source) -> Any:
@@ -89,27 +112,29 @@ def _train(config: TrainConfig, train_rows: Source, dev_rows: Source) -> Any:
     if config.tensorboard:
         tensorboard_writer_class()  # a missing package stops the run before anything is written
     world = World.from_env()
+    check_global_batch(config.batch_size, config.grad_accum, world.size)
     if checkpoint is None and world.is_main:
         check_output_dir(output, config.overwrite)
     threads = config.threads or (
         threads_per_process(world, available_cores()) if world.distributed else None
     )
+    device = process_device(pick_device(config.device), world)
     with (
         cpu_threads(threads),
         deterministic_algorithms(config.deterministic),
-        process_group(world, pick_device(config.device).type, config.ddp_backend),
+        process_group(world, device, config.ddp_backend),
     ):
-        device = pick_device(config.device)
         dtype = pick_precision(config.precision, device)
         encoder = resolve_encoder(config.model)
         tokenizer = load_tokenizer(encoder)
         config = config.resolve(encoder, model_limit(config, encoder, tokenizer))
         check_max_length(tokenizer, config.max_length, config.pair_column is not None)
-        data = read_training_data(config, train_rows, dev_rows)
-        if config.objective:
-            objective = bi_encoder_objective(config, encoder, tokenizer, data, device, dtype)
-        else:
-            objective = classifier_objective(config, encoder, tokenizer, data, device, dtype, world)
+        with node_first(world):  # one download and one tokenising per node; the rest read them
+            data = read_training_data(config, train_rows, dev_rows)
+            build = bi_encoder_objective if config.objective else classifier_objective
+            objective = build(config, encoder, tokenizer, data, device, dtype, world)
+        if world.rank:  # the model is built alike everywhere; dropout differs from rank 0's
+            torch.manual_seed(rank_seed(config.seed, world.rank))
         check_same_data(checkpoint, objective.fingerprint)
         if checkpoint is not None:
             objective.load_checkpoint(checkpoint.path)
@@ -144,6 +169,8 @@ def _finish(
 ):
     summary = loop_results(state, config)
     summary["processes"] = world.size  # examples/s above is the whole job's
+    summary["global_batch"] = config.batch_size
+    summary["per_process_batch"] = config.batch_size // (world.size * config.grad_accum)
     if world.distributed:
         summary["ddp_backend"] = pick_backend(device.type, config.ddp_backend)
     if config.objective is not None:

@@ -39,6 +39,7 @@ class TrainState:
     train_seen: int = 0
     metrics: list[dict] = field(default_factory=list)  # metrics.jsonl so far
     steps: list[dict] = field(default_factory=list)  # steps.jsonl so far
+    world_size: int = 1  # the processes that trained (a resume may use another number)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
