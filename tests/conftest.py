@@ -9,6 +9,9 @@ import io
 import json
 import os
 import random
+import signal
+import subprocess
+import sys
 import tarfile
 import threading
 import time
@@ -290,21 +293,34 @@ def train_in_one_and_two_processes(args: list[str], folder: Path):
     """The same ``bertfit train ARGS`` in one process (one thread) as ``folder/one`` and under
     torchrun in two (gloo, one thread each) as ``folder/two``; both must succeed. Returns the
     two finished processes (their stderr)."""
-    import os
-    import subprocess
-    import sys
-
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    one = subprocess.run(
+    one = run_bounded(
         [sys.executable, "-m", "bertfit", *args, "--output", str(folder / "one"), "--threads", "1"],
-        capture_output=True, text=True, env=env, timeout=300,
+        env, 300,
     )  # fmt: skip
     assert one.returncode == 0, one.stderr
-    two = subprocess.run(
+    two = run_bounded(
         [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
          "--master-addr", "127.0.0.1", "--master-port", str(free_port()),
          "-m", "bertfit", *args, "--output", str(folder / "two")],
-        capture_output=True, text=True, env=env, timeout=300,
+        env, 300,
     )  # fmt: skip
     assert two.returncode == 0, two.stderr
     return one, two
+
+
+def run_bounded(command: list[str], env: dict, timeout: float) -> subprocess.CompletedProcess:
+    """Run a command (a torchrun job) in a session of its own; past ``timeout`` seconds the
+    whole session is killed (the agent and every worker it started, none left behind) and the
+    test fails rather than hangs."""
+    job = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+        start_new_session=True,
+    )  # fmt: skip
+    try:
+        out, err = job.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(job.pid, signal.SIGKILL)
+        out, err = job.communicate()
+        pytest.fail(f"the job did not end in {timeout} s (a hang):\n{err[-3000:]}")
+    return subprocess.CompletedProcess(command, job.returncode, out, err)

@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import free_port, marker_rows, step_losses, write_rows
+from tests.conftest import free_port, marker_rows, run_bounded, step_losses, write_rows
 
 pytestmark = pytest.mark.slow
 
@@ -74,7 +73,7 @@ def job(tiny_bert, tmp_path):
         else:
             more = ["--nproc", str(procs)] if procs > 1 else ["--threads", "1"]
             command = [sys.executable, "-m", "bertfit", *args, *more]
-        return subprocess.run(command, capture_output=True, text=True, env=env, timeout=TIMEOUT)
+        return run_bounded(command, env, TIMEOUT)
 
     return run
 
