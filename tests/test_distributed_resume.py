@@ -115,7 +115,7 @@ def test_torchrun_restarts_a_killed_worker_and_the_run_resumes_exactly(job, tmp_
 def test_a_killed_two_process_run_resumes_on_one_and_a_one_process_run_on_two(job, tmp_path):
     """Resuming on another number of processes continues the same global batches: the result
     is the uninterrupted run's within floating-point reduction order (dropout off, since its
-    draws depend on the processes; measured: losses within 1e-6, weights within 1e-6)."""
+    draws depend on the processes; measured: losses equal as recorded, weights within 2.4e-7)."""
     whole = job(tmp_path / "whole", "--dropout", "0")
     assert whole.returncode == 0, whole.stderr
     killed = job(tmp_path / "two", "--dropout", "0", procs=2, fault=("kill", 1, 5))
