@@ -99,17 +99,9 @@ def contrastive_loss(
     A positive equal to the row's own positive (the same text id), or belonging to a row with
     the same text, is masked out: it is a duplicate, not a negative.
     """
-    scores = scale * F.normalize(u, dim=-1) @ F.normalize(v, dim=-1).T
-    same = (positive_ids[None, :] == positive_ids[:, None]) | (
-        text_ids[None, :] == text_ids[:, None]
+    return contrastive_loss_of_rows(
+        u, v, text_ids, positive_ids, 0, scale, u if symmetric else None
     )
-    eye = torch.eye(len(u), dtype=torch.bool, device=u.device)
-    scores = scores.masked_fill(same & ~eye, float("-inf"))
-    targets = torch.arange(len(u), device=u.device)
-    loss = F.cross_entropy(scores, targets)
-    if symmetric:
-        loss = (loss + F.cross_entropy(scores.T, targets)) / 2
-    return loss
 
 
 def contrastive_loss_of_rows(

@@ -272,10 +272,7 @@ def gather_rows(world: World, indices: np.ndarray, rows: np.ndarray, total: int)
     ``indices`` (its shard) of ``total``; each example comes back exactly once."""
     if not world.distributed:
         return rows
-    import torch.distributed as dist
-
-    parts: list = [None] * world.size
-    dist.all_gather_object(parts, (np.asarray(indices), rows))
+    parts = gather_objects(world, (np.asarray(indices), rows))
     width = next(part[1].shape[1] for part in parts if len(part[0]))
     out = np.empty((total, width), dtype=np.float32)
     for shard, values in parts:
