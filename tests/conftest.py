@@ -91,6 +91,11 @@ def marker_rows(n: int, seed: int, pair: bool = False) -> list[dict]:
     return rows
 
 
+def train_argv(train: Path, model: Path, output: Path) -> list[str]:
+    """``bertfit train`` on a data file, an encoder folder and a run directory."""
+    return ["train", "--train", str(train), "--model", str(model), "--output", str(output)]
+
+
 def write_rows(path: Path, rows: list[dict]) -> Path:
     """Write rows as .jsonl, .csv or .tsv by extension (gzip for .gz)."""
     import csv

@@ -20,7 +20,7 @@ from bertfit.data.examples import Columns
 from bertfit.data.readers import read_examples
 from bertfit.errors import ConfigError, DataError
 from bertfit.inference.embed import read_sentences
-from tests.conftest import marker_rows
+from tests.conftest import marker_rows, train_argv
 
 TEXTS = Columns("sentence", None, "label")  # a run's trained columns: names the .txt lacks
 FAST = ["--epochs", "1", "--batch-size", "8", "--max-length", "32", "--no-progress", "--seed", "1"]
@@ -193,15 +193,7 @@ def semicolon_run(tiny_bert, tmp_path_factory) -> Path:
     )
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("BERTFIT_CACHE", str(root / "cache"))
-        argv = [
-            "train",
-            "--train",
-            str(train),
-            "--model",
-            str(tiny_bert),
-            "--output",
-            str(root / "run"),
-        ]
+        argv = train_argv(train, tiny_bert, root / "run")
         assert main([*argv, "--delimiter", ";", *FAST]) == 0
     return root / "run"
 

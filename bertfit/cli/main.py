@@ -186,16 +186,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def _log_level() -> int:
+    """Under torchrun the first process reports; the others say only warnings and errors."""
+    if not any(name in os.environ for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK")):
+        return logging.INFO  # one process: skip importing the distributed layer (and torch)
+    from bertfit.training.distributed import World
+
+    try:
+        return logging.INFO if World.from_env().is_main else logging.WARNING
+    except BertfitError:  # a damaged torchrun environment is reported by the command itself
+        return logging.INFO
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     debug = getattr(args, "debug", False) or os.environ.get("BERTFIT_DEBUG", "") not in ("", "0")
-    from bertfit.training.distributed import World
-
-    # under torchrun the first process reports; the others say only warnings and errors
-    try:
-        level = logging.INFO if World.from_env().is_main else logging.WARNING
-    except BertfitError:  # a damaged torchrun environment is reported by the command itself
-        level = logging.INFO
+    level = _log_level()
     logging.basicConfig(level=level, format="%(message)s", stream=sys.stderr)
     cls, runner = COMMANDS[args.command]
     try:

@@ -5,12 +5,14 @@ from __future__ import annotations
 import dataclasses
 import json
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 from bertfit.data.examples import MISSING, Examples
+
+if TYPE_CHECKING:
+    import torch
 from bertfit.errors import DataError
 
 
@@ -169,6 +171,8 @@ class Problem:
 
     def loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """Cross-entropy, mean squared error or per-label binary cross-entropy."""
+        import torch.nn.functional as F  # here: configs import this module, and need no torch
+
         if self.name == REGRESSION:
             return F.mse_loss(logits.squeeze(-1), targets)
         if self.name == MULTI:

@@ -17,10 +17,8 @@ from torch import nn
 from bertfit.data.packing import HFTokenizer, Tokenizer
 from bertfit.errors import ModelError
 from bertfit.files import publish_tree, temporary_dir
-from bertfit.models.adapters import is_d2l_model
 from bertfit.models.encoders import Encoder, one_line, position_limit
 from bertfit.models.heads import full_precision_head
-from bertfit.models.hf import build_hf_classifier
 from bertfit.runtime import quiet_transformers
 
 
@@ -79,11 +77,15 @@ def build_classifier(
         model.load_pretrained(state)
         model.id2label = dict(enumerate(labels))
         return full_precision_head(model)
+    from bertfit.models.hf import build_hf_classifier
+
     return full_precision_head(build_hf_classifier(encoder, labels, dropout, problem))
 
 
 def save_classifier(model: nn.Module, tokenizer: Tokenizer, directory: Path) -> None:
     """Write the model in the format ``load_classifier`` (and, for HF, transformers) reads."""
+    from bertfit.models.adapters import is_d2l_model  # here: it imports transformers
+
     directory.mkdir(parents=True, exist_ok=True)
     staging = temporary_dir(directory, ".model-")
     try:
@@ -128,7 +130,13 @@ def load_classifier(directory: Path, kind: str) -> tuple[nn.Module, Tokenizer]:
 
 
 def load_run_tokenizer(directory: Path) -> Tokenizer:
-    """The tokenizer of a run directory alone (Hugging Face runs), without the model."""
+    """The tokenizer of a run directory alone (Hugging Face runs), without the model; read by
+    the tokenizers library alone where it can be (the same ids, without transformers' imports)."""
+    from bertfit.data.tokenizer_file import load_tokenizer_file
+
+    direct = load_tokenizer_file(Path(directory))
+    if direct is not None:
+        return direct
     from transformers import AutoTokenizer
 
     try:

@@ -6,8 +6,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bertfit.models.adapters import adapter_for
-
 
 class Float32Linear(nn.Linear):
     """An output layer that computes in float32 even under bf16/fp16 autocast.
@@ -25,6 +23,8 @@ class Float32Linear(nn.Linear):
 
 def full_precision_head(model: nn.Module) -> nn.Module:
     """Make the model's output layer a ``Float32Linear`` (in place); returns the model."""
+    from bertfit.models.adapters import adapter_for  # here: it imports transformers' outputs
+
     head = adapter_for(model).output_layer(model)
     head.__class__ = Float32Linear
     return model
@@ -36,6 +36,8 @@ def init_regression_bias(model: nn.Module, mean: float) -> None:
     With scores from 0 to 5 (STS-B) a head starting at 0 spends its first steps, and large
     gradients through the encoder, just learning the offset.
     """
+    from bertfit.models.adapters import adapter_for
+
     head = adapter_for(model).output_layer(model)
     with torch.no_grad():
         head.bias.fill_(mean)
