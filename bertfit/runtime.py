@@ -8,6 +8,7 @@ search running many trainings in one process, possibly in threads, is left as it
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import threading
@@ -92,6 +93,29 @@ class _ThreadBlocks:
 
 
 _THREAD_BLOCKS = _ThreadBlocks()
+
+
+def release_free_heap() -> None:
+    """Give the C heap's free pages back to the system (glibc's ``malloc_trim``).
+
+    Training allocates activations of a different shape every step, and glibc keeps the holes
+    they leave: on SST-2 with MiniLM about 300 MB of a 1.4 GB peak were free heap. A trim costs
+    about 15 ms on 2 cores, so the loop calls it every few steps. Elsewhere (musl, macOS) nothing.
+    """
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
+
+
+@functools.cache
+def _malloc_trim():
+    import ctypes
+    import ctypes.util
+
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+    except (OSError, AttributeError):
+        return None
 
 
 def available_cores() -> int:

@@ -22,6 +22,7 @@ from bertfit.config.train import TrainConfig
 from bertfit.data.packing import length_grouped_batches
 from bertfit.errors import Interrupted, OutOfMemory, TrainingError
 from bertfit.evaluation.metrics import headline
+from bertfit.runtime import release_free_heap
 from bertfit.training.advice import (
     announce_stop,
     disk_full_message,
@@ -54,6 +55,9 @@ from bertfit.training.objectives import Trainee
 from bertfit.training.optim import linear_schedule, make_optimizer, optimizer_step, total_steps
 from bertfit.training.record import Clock, Recorder, epoch_bar, rewrite_history
 from bertfit.training.state import TrainState
+
+# steps between heap trims on the CPU: about 1 % of a MiniLM step's time for ~150 MB less peak
+TRIM_EVERY = 8
 
 log = logging.getLogger("bertfit")
 
@@ -241,6 +245,7 @@ class _Loop:
         self.recorder, self.output, self.world = recorder, output, world
         self.clock = Clock()
         self.accuracy = False  # whether batch_loss counts right predictions (classifiers)
+        self.on_cpu = next(trainee.model.parameters()).device.type == "cpu"
 
     def forward_backward(
         self, batch: list[int], scaler: torch.amp.GradScaler, signalled: bool
@@ -254,6 +259,8 @@ class _Loop:
         the gradients summed over passes and ranks are those of the whole batch on one process.
         """
         world, lengths = self.world, self.trainee.lengths
+        if self.on_cpu and self.state.step % TRIM_EVERY == 0:
+            release_free_heap()  # last steps' activations left holes: their pages go back
         mine = rank_slices(batch, lengths, world.size)[world.rank] if world.distributed else batch
         passes = (
             rank_slices(mine, lengths, self.config.grad_accum)

@@ -38,6 +38,7 @@ from bertfit.runtime import (
     deterministic_algorithms,
     pick_device,
     pick_precision,
+    release_free_heap,
 )
 from bertfit.training.checkpoint import drop_checkpoints, last_checkpoint
 from bertfit.training.distributed import (
@@ -156,6 +157,9 @@ def _train(config: TrainConfig, train_rows: Source, dev_rows: Source) -> Any:
         if not world.is_main:  # rank 0 scores the best model and writes the results
             barrier(world)
             return None
+        del model
+        release_weights(objective.trainee.model)  # the finishing step reloads the best from disk
+        release_free_heap()
         finished = _finish(
             objective, state, config, data, tokenizer, output, device, dtype, encoder, world
         )
@@ -178,6 +182,14 @@ def _finish(
     context = (output, device, dtype, encoder.kind)
     dev = objective.splits["dev"]
     return finish_classifier(summary, state.thresholds, config, data, dev, tokenizer, context)
+
+
+def release_weights(model: torch.nn.Module) -> None:
+    """Free the trained model's weights and gradients once training is over: scoring and the
+    report then reuse their memory instead of raising the run's peak (about 90 MB for MiniLM)."""
+    for tensor in [*model.parameters(), *model.buffers()]:
+        tensor.grad = None
+        tensor.data = torch.empty(0, dtype=tensor.dtype, device=tensor.device)
 
 
 def drop_finished_checkpoints(output: Path, keep: bool) -> None:
