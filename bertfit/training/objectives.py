@@ -35,7 +35,7 @@ from bertfit.models.biencoder import (
 )
 from bertfit.models.classifier import build_classifier, load_classifier, save_classifier
 from bertfit.models.encoders import Encoder
-from bertfit.models.fastbert import training_forward
+from bertfit.models.fastbert import training_forward, use_activation_checkpointing
 from bertfit.models.heads import init_regression_bias
 from bertfit.models.pooling import Pooling
 from bertfit.rundir import EMBEDDING
@@ -86,6 +86,19 @@ class Objective:
     splits: dict = field(default_factory=dict)  # what the finishing step scores (classifiers)
 
 
+def recompute_activations(model: nn.Module, enabled: bool, encoder_name: str) -> None:
+    """--activation-checkpointing on the model's encoder (a bi-encoder's or a classifier's)."""
+    if not enabled:
+        return
+    encoder = getattr(model, "bert", None)
+    encoder = encoder if encoder is not None else getattr(model, "base_model", None)
+    if encoder is None or not use_activation_checkpointing(encoder):
+        raise ConfigError(
+            f"--activation-checkpointing: the encoder {encoder_name} does not support it "
+            "(Dive into Deep Learning checkpoints); drop the option or use a Hugging Face encoder"
+        )
+
+
 def data_fingerprint(*arrays: np.ndarray) -> str:
     """A digest of the packed inputs and targets: a resumed run must see the same data."""
     digest = hashlib.sha256()
@@ -133,6 +146,7 @@ def classifier_objective(
     if problem == REGRESSION:
         init_regression_bias(model, float(train_set.label_ids.mean()))
     freeze(model, config.freeze_embeddings, config.train_last_layers, config.train_word_embeddings)
+    recompute_activations(model, config.activation_checkpointing, encoder.name)
     pad_id = tokenizer.pad_token_id
     what = "a score" if problem == REGRESSION else f"{len(labels)} labels"
     return Objective(
@@ -216,6 +230,7 @@ def bi_encoder_objective(
     num_labels = len(data.labels) if config.objective == "softmax" else 0
     model = load_bi_encoder(encoder.path, pooling, num_labels, config.seed)
     freeze(model, config.freeze_embeddings, config.train_last_layers, config.train_word_embeddings)
+    recompute_activations(model, config.activation_checkpointing, encoder.name)
     pad_id = tokenizer.pad_token_id
     meta = {"problem": EMBEDDING, "objective": config.objective, "pooling": pooling.__dict__}
     if score_range is not None:
