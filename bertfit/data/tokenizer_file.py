@@ -74,12 +74,12 @@ NORMALIZER_OPTIONS = {
 }
 
 
-def _plain_bert_tokenizer(config: dict, tokenizer) -> bool:
-    """A BERT WordPiece tokenizer whose tokenizer.json already holds every option of its
-    tokenizer_config.json; anything else is left to transformers, which knows all the rules."""
+def _plain_bert_tokenizer(config: dict, saved: dict) -> bool:
+    """A BERT WordPiece tokenizer whose tokenizer.json (``saved``) already holds every option of
+    its tokenizer_config.json; anything else is left to transformers, which knows all the rules."""
     if config.get("tokenizer_class") not in BERT_CLASSES:
         return False
-    normalizer = json.loads(tokenizer.to_str()).get("normalizer") or {}
+    normalizer = saved.get("normalizer") or {}
     if normalizer.get("type") != "BertNormalizer":
         return False
     return all(
@@ -97,12 +97,13 @@ def load_tokenizer_file(directory: Path) -> RustTokenizer | None:
         return None
     try:
         config = json.loads(config_path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
+        if not _plain_bert_tokenizer(config, json.loads(text)):
+            return None
         from tokenizers import Tokenizer
 
-        tokenizer = Tokenizer.from_file(str(path))
+        tokenizer = Tokenizer.from_str(text)
     except Exception:  # anything odd: transformers' loader reports it properly
-        return None
-    if not _plain_bert_tokenizer(config, tokenizer):
         return None
     names = {k: _token_name(config.get(k)) for k in ("cls_token", "sep_token", "pad_token")}
     ids = {k: tokenizer.token_to_id(v) if v else None for k, v in names.items()}
