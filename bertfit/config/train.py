@@ -241,6 +241,10 @@ class TrainConfig:
         raise_if(problems)
         return self
 
+    def option_problems(self) -> list[str]:
+        """Problems of the training options alone, no data needed (for search spaces)."""
+        return self._model_problems() + self._optimisation_problems() + self._loop_problems()
+
     def _data_problems(self, in_memory: tuple[str, ...]) -> list[str]:
         problems = []
         has_train = self.train is not None or "train" in in_memory

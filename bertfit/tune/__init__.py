@@ -1,0 +1,1 @@
+"""Hyper-parameter search (``bertfit tune``): search spaces, and trials that are normal runs."""
