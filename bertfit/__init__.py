@@ -10,6 +10,7 @@ __version__ = "0.1.0"
 
 from bertfit.config.commands import EvaluateConfig, PredictConfig, QuickstartConfig
 from bertfit.config.train import TrainConfig
+from bertfit.config.tune import TuneConfig
 from bertfit.errors import BertfitError, ConfigError, DataError, ModelError  # noqa: E402
 
 
@@ -44,6 +45,14 @@ def load_embedder(model: str, device: str = "auto", precision: str = "auto"):
     return _load_embedder(model, device, precision)
 
 
+def tune(config: TuneConfig):
+    """Search ``train``'s options with Optuna; the best trial's run is kept as ``OUTPUT/best``.
+    Returns a ``bertfit.tuning.run.TuneResult`` (best trial, score, parameters, folder, command)."""
+    from bertfit.tuning.run import tune as _tune
+
+    return _tune(config)
+
+
 def evaluate(config: EvaluateConfig, data=None) -> dict:
     """Score a run on a labelled file, a task split or rows in memory (``data``); returns the
     metrics dict."""
@@ -61,9 +70,11 @@ __all__ = [
     "PredictConfig",
     "QuickstartConfig",
     "TrainConfig",
+    "TuneConfig",
     "__version__",
     "evaluate",
     "load",
     "load_embedder",
     "train",
+    "tune",
 ]

@@ -37,3 +37,9 @@ class Interrupted(BertfitError):
     def __init__(self, message: str, exit_code: int = 130) -> None:
         super().__init__(message)
         self.exit_code = exit_code
+
+
+class Stopped(BertfitError):
+    """A caller's evaluation hook stopped the run (``bertfit tune`` pruning a trial)."""
+
+    exit_code = 1

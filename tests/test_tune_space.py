@@ -9,7 +9,7 @@ import pytest
 
 from bertfit.config.train import TrainConfig
 from bertfit.errors import ConfigError
-from bertfit.tune.space import Param, default_space, load_space, parse_spec, suggest
+from bertfit.tuning.space import Param, default_space, load_space, parse_spec, suggest
 
 
 class FixedTrial:

@@ -29,6 +29,14 @@ def run_train(config: configs.TrainConfig) -> int:
     return 0
 
 
+def run_tune(config: configs.TuneConfig) -> int:
+    from bertfit.tuning.run import tune
+
+    result = tune(config)
+    sys.stdout.write(result.summary_line() + "\n")
+    return 0
+
+
 def run_evaluate(config: configs.EvaluateConfig) -> int:
     from bertfit.evaluation.score import evaluate
 

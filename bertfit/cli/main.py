@@ -27,6 +27,7 @@ COMMANDS: dict[str, tuple[type, Callable[[typing.Any], int]]] = {
     "evaluate": (configs.EvaluateConfig, commands.run_evaluate),
     "predict": (configs.PredictConfig, commands.run_predict),
     "quickstart": (configs.QuickstartConfig, commands.run_quickstart),
+    "tune": (configs.TuneConfig, commands.run_tune),
     "tasks": (configs.TasksConfig, commands.run_tasks),
     "data": (configs.DataConfig, commands.run_data),
     "embed": (configs.EmbedConfig, commands.run_embed),

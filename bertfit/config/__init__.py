@@ -17,6 +17,7 @@ from bertfit.config.commands import (
 from bertfit.config.fields import DEFAULT_MODEL, PRECISIONS, TRUNCATIONS, config_fields
 from bertfit.config.serve import ServeConfig
 from bertfit.config.train import TrainConfig
+from bertfit.config.tune import TuneConfig
 
 __all__ = [
     "DEFAULT_MODEL",
@@ -36,5 +37,6 @@ __all__ = [
     "SimilarityConfig",
     "TasksConfig",
     "TrainConfig",
+    "TuneConfig",
     "config_fields",
 ]

@@ -19,6 +19,11 @@ PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 DEVICE_HELP = "auto, cpu, cuda or cuda:N"
 
 
+def flag(name: str) -> str:
+    """The command-line flag of a config field: ``batch_size`` -> ``--batch-size``."""
+    return "--" + name.replace("_", "-")
+
+
 def option(default: Any, help: str, **meta: Any) -> Any:
     """A config field: its default and the help text the CLI shows."""
     return field(default=default, metadata={"help": help, **meta})

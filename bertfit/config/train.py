@@ -19,6 +19,7 @@ from bertfit.config.fields import (
     TRUNCATIONS,
     common_problems,
     delimiter_field,
+    flag,
     header_field,
     option,
     progress_field,
@@ -157,6 +158,9 @@ class TrainConfig:
         "batches per length-sorted group: larger wastes less compute on padding, 1 gives random batches",
     )
     seed: int = option(42, "random seed for initialisation, split and batch order")
+    split_seed: int | None = option(
+        None, "seed of the held-out dev split and of row sampling alone [default: --seed]"
+    )
 
     # --- loop: evaluation, the best model, checkpoints
     metric: str | None = option(
@@ -294,11 +298,11 @@ class TrainConfig:
         except ConfigError as err:
             return [str(err)]
         problems = []
-        for flag, split in (("--train-split", self.train_split), ("--eval-split", self.eval_split)):
+        for opt, split in (("--train-split", self.train_split), ("--eval-split", self.eval_split)):
             if split is not None and task.split_name(split) not in task.splits:
                 known = ", ".join(task.splits)
                 problems.append(
-                    f"{flag}: task {task.name} has no split {split!r}; its splits: {known}"
+                    f"{opt}: task {task.name} has no split {split!r}; its splits: {known}"
                 )
         return problems
 
@@ -322,7 +326,7 @@ class TrainConfig:
         problems = []
         for name in ("epochs", "length_groups", "grad_accum"):
             if getattr(self, name) < 1:
-                problems.append(f"{_flag(name)} must be at least 1, got {getattr(self, name)}")
+                problems.append(f"{flag(name)} must be at least 1, got {getattr(self, name)}")
         if self.lr is not None and self.lr <= 0:
             problems.append(f"--lr must be positive, got {self.lr}")
         if not 0 <= self.warmup_ratio < 1:
@@ -344,7 +348,7 @@ class TrainConfig:
         for name in ("eval_steps", "early_stopping_patience", "save_steps", "threads", "nproc"):
             value = getattr(self, name)
             if value is not None and value < 1:
-                problems.append(f"{_flag(name)} must be at least 1, got {value}")
+                problems.append(f"{flag(name)} must be at least 1, got {value}")
         if self.max_restarts < 0:
             problems.append(f"--max-restarts must be 0 or more, got {self.max_restarts}")
         elif self.max_restarts and not (self.nproc and self.nproc > 1):
@@ -357,8 +361,8 @@ class TrainConfig:
                 f"--save-total-limit must be 0 (no checkpoints) or more, got {self.save_total_limit}"
             )
         if self.save_total_limit == 0 and (self.save_steps or self.keep_checkpoints):
-            flag = "--save-steps" if self.save_steps else "--keep-checkpoints"
-            problems.append(f"{flag} needs checkpoints, but --save-total-limit 0 saves none")
+            needs = "--save-steps" if self.save_steps else "--keep-checkpoints"
+            problems.append(f"{needs} needs checkpoints, but --save-total-limit 0 saves none")
         if self.resume is not None and self.overwrite:
             problems.append("--resume continues a run and --overwrite replaces it; give one")
         if self.tune_thresholds and not self.multi_label:
@@ -443,7 +447,3 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-def _flag(name: str) -> str:
-    return "--" + name.replace("_", "-")

@@ -20,7 +20,7 @@ import torch
 from bertfit.config.fields import show_progress
 from bertfit.config.train import TrainConfig
 from bertfit.data.packing import length_grouped_batches
-from bertfit.errors import Interrupted, OutOfMemory, TrainingError
+from bertfit.errors import Interrupted, OutOfMemory, Stopped, TrainingError
 from bertfit.evaluation.metrics import headline
 from bertfit.runtime import release_free_heap
 from bertfit.training.advice import (
@@ -51,6 +51,7 @@ from bertfit.training.distributed import (
     reduce_gradients,
     sum_across,
 )
+from bertfit.training.hooks import Evaluation, RunHooks
 from bertfit.training.objectives import Trainee
 from bertfit.training.optim import linear_schedule, make_optimizer, optimizer_step, total_steps
 from bertfit.training.record import Clock, Recorder, epoch_bar, rewrite_history
@@ -71,6 +72,7 @@ def run_loop(
     checkpoint: Checkpoint | None,
     fingerprint: str,
     world: World = ONE_PROCESS,
+    hooks: RunHooks | None = None,
 ) -> TrainState:
     """``fit`` with an optimizer, a schedule and its guards; returns the final state."""
     steps = total_steps(len(trainee.lengths), config)
@@ -86,6 +88,7 @@ def run_loop(
             return fit(
                 trainee, config, optimizer, scheduler, device, dtype, output,
                 resume=checkpoint, stop=stop, fingerprint=fingerprint, world=world,
+                on_evaluation=hooks.on_evaluation if hooks else None,
             )  # fmt: skip
     except OSError as err:
         if err.errno in (errno.ENOSPC, errno.EDQUOT):
@@ -112,6 +115,7 @@ def fit(
     stop: StopSignals | None = None,
     fingerprint: str | None = None,
     world: World = ONE_PROCESS,
+    on_evaluation=None,
 ) -> TrainState:
     """The training loop; the best model goes to ``output``.
 
@@ -122,7 +126,8 @@ def fit(
     A checkpoint is saved every ``config.save_steps`` optimizer steps, at each epoch end and
     when ``stop`` reports a signal; with ``resume`` the loop continues from one exactly:
     weights (loaded by the caller), optimizer, schedule, random generators, batch order and
-    position, counters and history.
+    position, counters and history. ``on_evaluation`` (see ``hooks.RunHooks``) is called after
+    every dev evaluation and may stop the run.
     """
     model = trainee.model
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
@@ -132,7 +137,7 @@ def fit(
     steps = total_steps(len(trainee.lengths), config)
     resumed = state.step if resume else None
     recorder = Recorder(output, steps, config.tensorboard, resumed, writes=world.is_main)
-    loop = _Loop(trainee, config, state, recorder, output, world)
+    loop = _Loop(trainee, config, state, recorder, output, world, on_evaluation)
     save = lambda: loop.checkpoint(optimizer, scheduler, scaler, order)  # noqa: E731
     model.train()
     if resume is not None:
@@ -240,9 +245,11 @@ class _Loop:
         recorder,
         output,
         world: World = ONE_PROCESS,
+        on_evaluation=None,
     ):
         self.trainee, self.config, self.state = trainee, config, state
         self.recorder, self.output, self.world = recorder, output, world
+        self.on_evaluation = on_evaluation
         self.clock = Clock()
         self.accuracy = False  # whether batch_loss counts right predictions (classifiers)
         self.on_cpu = next(trainee.model.parameters()).device.type == "cpu"
@@ -302,6 +309,20 @@ class _Loop:
         self.trainee.model.train()
         if pause:  # evaluation time is not training time
             self.clock.pause_for(time.perf_counter() - started)
+        if self.on_evaluation is not None:
+            self.ask_to_go_on(epoch)
+
+    def ask_to_go_on(self, epoch: int) -> None:
+        """Hand the evaluation to the caller's hook (on the first rank); every rank stops if it
+        says so."""
+        state, rows = self.state, len(self.trainee.lengths)
+        done = min(state.batch * self.config.batch_size, rows)
+        seen = Evaluation(epoch, state.step, (epoch - 1) * rows + done, state.last_dev, state.best)
+        stop = bool(self.on_evaluation(seen)) if self.world.is_main else False
+        if self.agree(stop):
+            raise Stopped(
+                f"stopped after the evaluation at step {state.step} (asked by the caller)"
+            )
 
     def end_epoch(self, epoch: int) -> bool:
         """Evaluate, log the epoch line and move to the next epoch; True to stop early."""

@@ -104,7 +104,7 @@ def read_training_data(
             if problem == PAIRS
             else stratify_keys(data.train.labels, PROBLEMS[problem].label_kind)
         )
-        train_idx, dev_idx = stratified_split(keys, fraction, config.seed)
+        train_idx, dev_idx = stratified_split(keys, fraction, data_seed(config))
         check_dev_split(data.train, len(dev_idx), fraction)
         data.train, data.dev = data.train.subset(train_idx), data.train.subset(dev_idx)
     names = label_names_of(config)
@@ -183,7 +183,8 @@ def _read_task(config: TrainConfig, problem: str) -> TrainingData:
     root = locate(
         task, config.data_dir, config.cache_dir, config.download, show_progress(config.progress)
     )
-    read = lambda split, limit=None: read_split(task, root, split, limit=limit, seed=config.seed)  # noqa: E731
+    seed = data_seed(config)
+    read = lambda split, limit=None: read_split(task, root, split, limit=limit, seed=seed)  # noqa: E731
     train_examples = read(config.train_split, config.train_limit)
     eval_split = config.eval_split or task.dev_split
     if eval_split is not None and not task.labelled(eval_split):
@@ -215,3 +216,8 @@ def _read_task(config: TrainConfig, problem: str) -> TrainingData:
     return TrainingData(
         train_examples, dev, [], problem, test, test_name if test else None, task.name
     )
+
+
+def data_seed(config: TrainConfig) -> int:
+    """The seed that picks rows: --split-seed, else --seed."""
+    return config.seed if config.split_seed is None else config.split_seed

@@ -61,6 +61,7 @@ from bertfit.training.finish import (
     precision_name,
 )
 from bertfit.training.fit import run_loop
+from bertfit.training.hooks import RunHooks
 from bertfit.training.inputs import Source, TrainingData, label_names_of, read_training_data
 from bertfit.training.objectives import Objective, bi_encoder_objective, classifier_objective
 from bertfit.training.record import tensorboard_writer_class
@@ -69,7 +70,9 @@ from bertfit.training.resume import FINISHED, check_same_data, resolve_resume
 log = logging.getLogger("bertfit")
 
 
-def train(config: TrainConfig, train: Source = None, dev: Source = None) -> Any:
+def train(
+    config: TrainConfig, train: Source = None, dev: Source = None, hooks: RunHooks | None = None
+) -> Any:
     """Fine-tune ``config.model`` and return the finished run: a ``Run`` (with ``--objective``,
     the trained bi-encoder as an ``Embedder``).
 
@@ -80,6 +83,8 @@ def train(config: TrainConfig, train: Source = None, dev: Source = None) -> Any:
     Example: ``bertfit.train(TrainConfig(train="train.tsv", output="runs/x", text_column="sentence"))``
     or ``bertfit.train(TrainConfig(output="runs/x"), train=[{"text": "fine", "label": "pos"}, ...])``.
     With ``resume="runs/x"`` (or ``"auto"``) a run continues from its last complete checkpoint.
+    ``hooks`` (``training.hooks.RunHooks``) are for callers running many trainings: data read
+    once, and a call after each dev evaluation that may stop the run.
     """
     world = World.from_env()
     # several processes (torchrun): the first reports, the others only warn
@@ -87,7 +92,7 @@ def train(config: TrainConfig, train: Source = None, dev: Source = None) -> Any:
         logging_to_stderr(logging.INFO if world.is_main else logging.WARNING),
         one_line_errors(world),
     ):
-        return _train(restarted(config), train, dev)
+        return _train(restarted(config), train, dev, hooks or RunHooks())
 
 
 def restarted(config: TrainConfig) -> TrainConfig:
@@ -100,7 +105,7 @@ def restarted(config: TrainConfig) -> TrainConfig:
     return dataclasses.replace(config, resume="auto", overwrite=False)
 
 
-def _train(config: TrainConfig, train_rows: Source, dev_rows: Source) -> Any:
+def _train(config: TrainConfig, train_rows: Source, dev_rows: Source, hooks: RunHooks) -> Any:
     in_memory = tuple(
         n for n, rows in (("train", train_rows), ("dev", dev_rows)) if rows is not None
     )
@@ -131,7 +136,7 @@ def _train(config: TrainConfig, train_rows: Source, dev_rows: Source) -> Any:
         config = config.resolve(encoder, model_limit(config, encoder, tokenizer))
         check_max_length(tokenizer, config.max_length, config.pair_column is not None)
         with node_first(world):  # one download and one tokenising per node; the rest read them
-            data = read_training_data(config, train_rows, dev_rows)
+            data = hooks.data or read_training_data(config, train_rows, dev_rows)
             build = bi_encoder_objective if config.objective else classifier_objective
             objective = build(config, encoder, tokenizer, data, device, dtype, world)
         if world.rank:  # the model is built alike everywhere; dropout differs from rank 0's
@@ -152,7 +157,7 @@ def _train(config: TrainConfig, train_rows: Source, dev_rows: Source) -> Any:
         )
         state = run_loop(
             objective.trainee, config, device, dtype, output, checkpoint, objective.fingerprint,
-            world,
+            world, hooks,
         )  # fmt: skip
         if not world.is_main:  # rank 0 scores the best model and writes the results
             barrier(world)

@@ -253,7 +253,7 @@ NOT_TUNABLE = {
     "quoting", "label_names", "as_classes", "train_limit", "dev_fraction", "skip_bad_rows",
     "model", "regression", "multi_label", "metric", "resume", "overwrite", "save_steps",
     "save_total_limit", "keep_checkpoints", "tensorboard", "device", "threads", "nproc",
-    "max_restarts", "ddp_backend", "cache_dir", "progress", "eval_steps",
+    "max_restarts", "ddp_backend", "cache_dir", "progress", "eval_steps", "split_seed",
 }  # fmt: skip
 
 
