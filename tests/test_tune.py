@@ -262,3 +262,48 @@ def test_help_documents_the_default_space(capsys):
     text = " ".join(capsys.readouterr().out.split())
     for part in ("epochs 1:4", "batch_size 16|32|64", "bert-paper", "--n-trials", "--storage"):
         assert part in text
+
+
+@pytest.mark.slow
+def test_trials_in_two_processes_report_from_the_first(tiny_bert, data, tmp_path):
+    out = tmp_path / "nproc"
+    args = tune_args(data, tiny_bert, out, "--space", "lr=1e-3|2e-3", "--nproc", "2")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1]), "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "bertfit", *args, "--eval-steps", "1", "--batch-size", "16"]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    import optuna
+
+    study = optuna.load_study(study_name="bertfit", storage=f"sqlite:///{out / 'study.db'}")
+    assert len(study.trials) == 2
+    for trial in study.trials:  # every evaluation of the 2-process run reached the study
+        assert sorted(trial.intermediate_values) == [16, 32, 48, 64]
+    assert bertfit.load(out / "best").results["processes"] == 2
+
+
+class StopAtFirst:
+    """An evaluation hook that pickles: notes where it was called and stops the run."""
+
+    def __init__(self, note: Path) -> None:
+        self.note = note
+
+    def __call__(self, seen) -> bool:
+        self.note.write_text(f"{seen.step} {os.environ.get('RANK')}")
+        return True
+
+
+@pytest.mark.slow
+def test_a_hook_stops_every_process_of_a_run(tiny_bert, data, tmp_path, monkeypatch):
+    from bertfit.errors import BertfitError
+    from bertfit.training.hooks import RunHooks
+    from bertfit.training.launch import train
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    config = bertfit.TrainConfig(
+        train=str(data["train"]), dev=str(data["dev"]), model=str(tiny_bert), nproc=2,
+        output=str(tmp_path / "run"), epochs=2, eval_steps=1, batch_size=16, progress=False,
+    )  # fmt: skip
+    with pytest.raises(BertfitError):
+        train(config, hooks=RunHooks(on_evaluation=StopAtFirst(tmp_path / "note")))
+    assert (tmp_path / "note").read_text() == "1 0"  # the first process, at the first evaluation
+    assert not (tmp_path / "run" / "results.json").exists()

@@ -63,11 +63,6 @@ class TuneConfig(TrainConfig):
             problems.append(f"--timeout must be above 0 seconds, got {self.timeout:g}")
         if self.workers < 1:
             problems.append(f"--workers must be at least 1, got {self.workers}")
-        if self.nproc is not None and self.nproc > 1:
-            problems.append(
-                "--nproc: bertfit tune runs each trial in one process; use --workers K to run "
-                "K trials side by side"
-            )
         if self.resume not in (None, "auto", self.output):
             problems.append(
                 f"--resume {self.resume}: a study continues in its own --output; run the same "

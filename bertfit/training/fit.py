@@ -317,7 +317,9 @@ class _Loop:
         says so."""
         state, rows = self.state, len(self.trainee.lengths)
         done = min(state.batch * self.config.batch_size, rows)
-        seen = Evaluation(epoch, state.step, (epoch - 1) * rows + done, state.last_dev, state.best)
+        last = epoch == self.config.epochs and done == rows
+        examples = (epoch - 1) * rows + done
+        seen = Evaluation(epoch, state.step, examples, state.last_dev, state.best, last)
         stop = bool(self.on_evaluation(seen)) if self.world.is_main else False
         if self.agree(stop):
             raise Stopped(

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from bertfit.training.inputs import TrainingData
+if TYPE_CHECKING:
+    from bertfit.training.inputs import TrainingData
 
 
 @dataclass(frozen=True)
@@ -21,12 +23,14 @@ class Evaluation:
     examples: int  # training examples seen so far, over all epochs: comparable across batch sizes
     score: float  # the dev metric (--metric)
     best: float  # the best score so far, this one included
+    last: bool  # the run's final evaluation: training is over
 
 
 @dataclass(frozen=True)
 class RunHooks:
     """``data`` replaces reading the config's files; ``on_evaluation`` returns True to stop the
-    run at once (the run then raises ``bertfit.errors.Stopped``)."""
+    run at once (the run then raises ``bertfit.errors.Stopped``). With ``--nproc`` both go to
+    every process, so they must pickle; only the first process calls ``on_evaluation``."""
 
     data: TrainingData | None = None
     on_evaluation: Callable[[Evaluation], bool] | None = None

@@ -19,31 +19,33 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from bertfit.config.train import TrainConfig
-from bertfit.errors import BertfitError, ConfigError, TrainingError
+from bertfit.errors import BertfitError, ConfigError, Stopped, TrainingError
 from bertfit.training.distributed import World, check_global_batch
 from bertfit.training.failures import PEER_FAILED, ReportedError
+from bertfit.training.hooks import RunHooks
 
 
-def train(config: TrainConfig, train_rows=None, dev_rows=None):
+def train(config: TrainConfig, train_rows=None, dev_rows=None, hooks: RunHooks | None = None):
     """``bertfit.train`` with ``--nproc N``: the job in N processes started here; otherwise (one
-    process, or already one of torchrun's workers) the training itself."""
+    process, or already one of torchrun's workers) the training itself. ``hooks`` go to every
+    process (they must pickle); the first process calls ``on_evaluation``."""
     from bertfit.training.run import train as train_here
 
     if not (config.nproc and config.nproc > 1) or World.from_env().distributed:
-        return train_here(config, train_rows, dev_rows)
+        return train_here(config, train_rows, dev_rows, hooks)
     if train_rows is not None or dev_rows is not None:
         raise ConfigError(
             "--nproc trains from files or a --task; rows in memory stay in one process"
         )
     config.validate(())  # a bad option is said once, before any process starts
     check_global_batch(config.batch_size, config.grad_accum, config.nproc)
-    launch(config)
+    launch(config, hooks)
     from bertfit.training.finish import load_finished
 
     return load_finished(Path(config.output))
 
 
-def launch(config: TrainConfig) -> None:
+def launch(config: TrainConfig, hooks: RunHooks | None = None) -> None:
     """Train ``config`` in ``config.nproc`` local processes; returns when all have finished.
 
     With ``--max-restarts K`` the agent restarts the workers after a failure (a killed process)
@@ -65,7 +67,8 @@ def launch(config: TrainConfig) -> None:
     )
     try:
         with _quiet_agent(), _store_per_attempt():
-            elastic_launch(setup, _worker)(dataclasses.replace(config, nproc=None, max_restarts=0))
+            one = dataclasses.replace(config, nproc=None, max_restarts=0)
+            elastic_launch(setup, _worker)(one, hooks)
     except ChildFailedError as err:
         raise _job_failure([f.exitcode for f in err.failures.values()], config) from None
 
@@ -130,14 +133,14 @@ def _quiet_agent() -> Iterator[None]:
             logger.setLevel(level)
 
 
-def _worker(config: TrainConfig) -> None:
+def _worker(config: TrainConfig, hooks: RunHooks | None = None) -> None:
     """One process of the job: train; an error is said in one line by the process that should
     say it (``failures.one_line_errors``) and becomes the exit code."""
     from bertfit.training.run import train as train_here
 
     try:
-        train_here(config)
+        train_here(config, hooks=hooks)
     except BertfitError as err:
-        if str(err):
+        if str(err) and not isinstance(err, Stopped):  # the caller that stopped it knows why
             sys.stderr.write(f"bertfit: error: {err}\n")
         sys.exit(err.exit_code)

@@ -57,8 +57,6 @@ class Plan:
     url: str
     name: str
     sampler: str
-    pruner: str
-    reports: tuple[int, int]  # first and last point (training examples) a trial reports at
     timeout: float | None
     metric: str
 
@@ -125,14 +123,15 @@ def prepare(config: TuneConfig) -> Plan:
     write_json(output / SETTINGS, settings)
     rows = len(data.train)
     first = base.eval_steps * base.batch_size if base.eval_steps else rows
-    study = Study(base, space, output, n_trials, data, config.keep_trials)
     last = rows * int(_largest(space, "epochs", base.epochs))
+    reports = (min(first, last), last)
+    pruning = (config.pruner, *reports)
+    study = Study(base, space, output, n_trials, data, config.keep_trials, url, pruning)
     log.info(
         f"study {name} in {safe_url(url)}: {n_trials} trials ({sampler} sampler, "
         f"{config.pruner} pruner), {resolved.metric} on dev, space {space.describe()}"
     )
-    reports = (min(first, last), last)
-    return Plan(study, url, name, sampler, config.pruner, reports, config.timeout, resolved.metric)
+    return Plan(study, url, name, sampler, config.timeout, resolved.metric)
 
 
 def run_workers(plan: Plan, workers: int) -> None:
@@ -178,7 +177,7 @@ def work(plan: Plan) -> None:
 
     with logging_to_stderr(), quiet_optuna():
         storage = open_storage(plan.url)
-        study = open_study(storage, plan.name, None, make_pruner(plan.pruner, *plan.reports))
+        study = open_study(storage, plan.name, None, make_pruner(*plan.study.pruner))
         # another seed per process and per rerun: workers here and on other machines that shared
         # one seed would suggest the same trials
         seed = (plan.study.base.seed + 7919 * os.getpid() + len(study.trials)) % 2**32

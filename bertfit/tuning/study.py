@@ -32,6 +32,7 @@ RACES = ("already exists", "UNIQUE constraint", "duplicate key")
 COUNTED = "counted"  # failed cleanly: its slot is used (a diverged run is not re-run)
 SURPLUS = "surplus"  # asked for after the budget was full (a race between workers): not a trial
 HOST, PID = "host", "pid"
+PRUNED_AT = "pruned_at"  # training examples seen when the pruner stopped the trial
 
 log = logging.getLogger("bertfit")
 

@@ -25,7 +25,16 @@ from bertfit.rundir import RESULTS
 from bertfit.training.hooks import Evaluation, RunHooks
 from bertfit.training.inputs import TrainingData
 from bertfit.tuning.space import Space, Value, suggest
-from bertfit.tuning.study import COUNTED, SURPLUS, is_surplus, mark_running_here
+from bertfit.tuning.study import (
+    COUNTED,
+    PRUNED_AT,
+    SURPLUS,
+    is_surplus,
+    make_pruner,
+    mark_running_here,
+    open_storage,
+    open_study,
+)
 
 BEST = "best"
 TRIALS = "trials"
@@ -54,6 +63,8 @@ class Study:
     n_trials: int
     data: TrainingData  # read once per study (and process)
     keep_trials: bool = False
+    url: str = ""  # the study's storage
+    pruner: tuple[str, int, int] = ("none", 1, 1)  # make_pruner's arguments
 
 
 def trial_config(study: Study, params: dict[str, Value], number: int) -> TrainConfig:
@@ -80,7 +91,7 @@ def trial_config(study: Study, params: dict[str, Value], number: int) -> TrainCo
 
 def run_trial(study: Study, trial: Any) -> float:
     """Optuna's objective: train with the trial's options and return its best dev score."""
-    from bertfit.training.run import train
+    from bertfit.training.launch import train  # --nproc: the trial in N processes
 
     if is_surplus(trial.study, trial.number, study.n_trials):
         trial.set_user_attr(SURPLUS, True)
@@ -92,30 +103,25 @@ def run_trial(study: Study, trial: Any) -> float:
     shown = ", ".join(f"{k} {_shown(v)}" for k, v in params.items())
     log.info(f"trial {trial.number}: {shown}")
     started = time.perf_counter()
-
-    def report(seen: Evaluation) -> bool:
-        trial.report(seen.score, seen.examples)
-        return trial.should_prune()
-
+    report = Reporter(study.url, trial.study.study_name, trial._trial_id, study.pruner, trial)
     try:
         with quiet_training():
             train(config, hooks=RunHooks(data=study.data, on_evaluation=report))
-    except Stopped:
-        _record_time(trial, started)
-        shutil.rmtree(folder, ignore_errors=True)  # a pruned trial frees its disk at once
-        log.info(f"trial {trial.number}: pruned after {_elapsed(started)}")
-        import optuna
-
-        raise optuna.TrialPruned() from None
     except Interrupted:
         shutil.rmtree(folder, ignore_errors=True)
+        trial.study.enqueue_trial(params, user_attrs={"rerun_of": trial.number})
         raise
     except BertfitError as err:
         _record_time(trial, started)
+        shutil.rmtree(folder, ignore_errors=True)  # a pruned or failed trial frees its disk
+        if isinstance(err, Stopped) or PRUNED_AT in _stored(trial).user_attrs:
+            log.info(f"trial {trial.number}: pruned after {_elapsed(started)}")
+            import optuna
+
+            raise optuna.TrialPruned() from None
         trial.set_user_attr(COUNTED, True)
-        trial.set_user_attr("error", str(err).splitlines()[0])
-        shutil.rmtree(folder, ignore_errors=True)
-        log.warning(f"trial {trial.number}: failed: {str(err).splitlines()[0]}")
+        trial.set_user_attr("error", str(err).splitlines()[0] if str(err) else type(err).__name__)
+        log.warning(f"trial {trial.number}: failed: {trial.user_attrs['error']}")
         raise TrialFailed(str(err)) from None
     results = json.loads((folder / RESULTS).read_text(encoding="utf-8"))
     score = float(results["dev"][results["metric"]])
@@ -131,6 +137,44 @@ def run_trial(study: Study, trial: Any) -> float:
         f"{results.get('best_step')} in {_elapsed(started)}{mark}"
     )
     return score
+
+
+@dataclass
+class Reporter:
+    """A trial's dev evaluations to its study, and the pruner's answer (True: stop now).
+
+    It pickles: the first process of a multi-process trial (--nproc) gets a copy and opens the
+    study itself. A trial that has trained to its end is scored, never pruned.
+    """
+
+    url: str
+    study_name: str
+    trial_id: int
+    pruner: tuple[str, int, int]  # make_pruner's arguments
+    trial: Any = None  # the live trial, in the process that asked for it
+
+    def __call__(self, seen: Evaluation) -> bool:
+        trial = self.trial or self._open()
+        trial.report(seen.score, seen.examples)
+        if seen.last or not trial.should_prune():
+            return False
+        trial.set_user_attr(PRUNED_AT, seen.examples)
+        return True
+
+    def _open(self) -> Any:
+        import optuna
+
+        study = open_study(open_storage(self.url), self.study_name, None, make_pruner(*self.pruner))
+        self.trial = optuna.trial.Trial(study, self.trial_id)
+        return self.trial
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "trial": None}  # a live trial holds a database connection
+
+
+def _stored(trial: Any) -> Any:
+    """The trial as the storage has it now (another process may have written to it)."""
+    return next(t for t in trial.study.get_trials(deepcopy=False) if t.number == trial.number)
 
 
 def keep_if_best(study: Study, number: int, score: float) -> bool:
