@@ -189,3 +189,40 @@ def test_paired_bootstrap_on_known_cases():
     assert same["difference"] == 0 and same["p_value"] == 1.0
     better = paired_bootstrap(score(good), score(bad), 400, "accuracy", resamples=200)
     assert better["difference"] > 0.2 and better["p_value"] < 0.01
+
+
+@pytest.mark.slow
+def test_tune_page_shows_history_parameters_and_importances_offline(tiny_bert, tmp_path):
+    pytest.importorskip("optuna")
+    from playwright.sync_api import sync_playwright
+
+    import bertfit
+    from tests.conftest import marker_rows, write_rows
+
+    config = bertfit.TuneConfig(
+        train=str(write_rows(tmp_path / "train.jsonl", marker_rows(48, 0))),
+        dev=str(write_rows(tmp_path / "dev.jsonl", marker_rows(16, 1))),
+        model=str(tiny_bert), output=str(tmp_path / "study"), epochs=1, n_trials=4,
+        space="lr=1e-4:3e-2:log,weight_decay=0:0.1", progress=False,
+    )  # fmt: skip
+    bertfit.tune(config)
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        page = browser.new_page()
+        errors: list[str] = []
+        requests: list[str] = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.on("request", lambda r: requests.append(r.url))
+        page.goto((tmp_path / "study" / "tune.html").resolve().as_uri())
+        captions = page.locator("figcaption").all_inner_texts()
+        loaded = page.locator("img").evaluate_all(
+            "els => els.map(e => e.complete && e.naturalWidth > 0)"
+        )
+        rows = page.locator("table tr").count()
+        shot = page.screenshot(full_page=True)
+        browser.close()
+    assert errors == [] and len(loaded) == 3 and all(loaded)
+    assert [u for u in requests if not u.startswith(("file:", "data:"))] == []  # nothing fetched
+    assert any("best so far" in c for c in captions) and any("matters" in c for c in captions)
+    assert rows == 5  # header + 4 trials
+    assert not_blank(shot)

@@ -307,3 +307,48 @@ def test_a_hook_stops_every_process_of_a_run(tiny_bert, data, tmp_path, monkeypa
         train(config, hooks=RunHooks(on_evaluation=StopAtFirst(tmp_path / "note")))
     assert (tmp_path / "note").read_text() == "1 0"  # the first process, at the first evaluation
     assert not (tmp_path / "run" / "results.json").exists()
+
+
+@pytest.mark.slow
+def test_timeout_starts_no_trial_after_it(tiny_bert, data, tmp_path):
+    config = TuneConfig(
+        train=str(data["train"]), dev=str(data["dev"]), model=str(tiny_bert),
+        output=str(tmp_path / "timed"), epochs=1, n_trials=200, timeout=1.0,
+        space="lr=1e-4:1e-2:log", progress=False,
+    )  # fmt: skip
+    result = bertfit.tune(config)
+    assert 1 <= sum(result.states.values()) < 20
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_the_study_and_the_same_command_finishes_it(tiny_bert, tmp_path):
+    import signal
+    import time
+
+    train = write_rows(tmp_path / "big.jsonl", marker_rows(1000, 0))
+    dev = write_rows(tmp_path / "dev.jsonl", marker_rows(24, 1))
+    out = tmp_path / "study"
+    args = [
+        sys.executable, "-m", "bertfit", "tune", "--train", str(train), "--dev", str(dev),
+        "--model", str(tiny_bert), "--output", str(out), "--epochs", "2", "--no-progress",
+        "--space", "lr=1e-4:1e-3:log", "--n-trials", "2", "--batch-size", "8",
+    ]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
+    proc = subprocess.Popen(args, env=env, stderr=subprocess.PIPE, text=True)
+    started = out / "trials" / "0" / "bertfit.json"  # written as the first trial starts to train
+    deadline = time.monotonic() + 120
+    while not started.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGINT)
+    rest = proc.stderr.read()
+    assert proc.wait(timeout=120) == 130, rest
+    assert "run the same command to continue the study" in rest
+    assert not (out / "trials" / "0").exists()
+    done = subprocess.run(args, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    table = rows(out)
+    assert [r["state"] for r in table].count("complete") == 2
+    interrupted = next(r for r in table if r["state"] == "fail")
+    rerun = next(r for r in table if r["note"].startswith("re-run"))
+    assert rerun["lr"] == interrupted["lr"]  # its slot ran again with the same parameters

@@ -90,9 +90,14 @@ def tune(config: TuneConfig) -> TuneResult:
         plan = prepare(config)
         try:
             run_workers(plan, config.workers)
-        finally:
-            result = finish(plan)
-        return result
+        except Interrupted as err:
+            finish(plan)
+            raise Interrupted(
+                "interrupted: the trial that was running is queued to run again; run the same "
+                "command to continue the study",
+                err.exit_code,
+            ) from None
+        return finish(plan)
 
 
 def prepare(config: TuneConfig) -> Plan:
@@ -156,7 +161,7 @@ def run_workers(plan: Plan, workers: int) -> None:
     except KeyboardInterrupt:
         for process in processes:
             process.join()  # each worker stops its trial at the next step
-        raise Interrupted("interrupted: run the same command to continue the study") from None
+        raise Interrupted("interrupted") from None
     failed = [p.exitcode for p in processes if p.exitcode not in (0, None)]
     if failed:
         raise ConfigError(f"{len(failed)} of {workers} workers failed (exit codes {failed})")

@@ -107,10 +107,11 @@ def run_trial(study: Study, trial: Any) -> float:
     try:
         with quiet_training():
             train(config, hooks=RunHooks(data=study.data, on_evaluation=report))
-    except Interrupted:
+    except (Interrupted, KeyboardInterrupt) as err:  # Ctrl-C before the loop's own handler
         shutil.rmtree(folder, ignore_errors=True)
         trial.study.enqueue_trial(params, user_attrs={"rerun_of": trial.number})
-        raise
+        code = err.exit_code if isinstance(err, Interrupted) else 130
+        raise Interrupted(f"trial {trial.number} interrupted", code) from None
     except BertfitError as err:
         _record_time(trial, started)
         shutil.rmtree(folder, ignore_errors=True)  # a pruned or failed trial frees its disk
