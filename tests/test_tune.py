@@ -352,3 +352,15 @@ def test_ctrl_c_stops_the_study_and_the_same_command_finishes_it(tiny_bert, tmp_
     interrupted = next(r for r in table if r["state"] == "fail")
     rerun = next(r for r in table if r["note"].startswith("re-run"))
     assert rerun["lr"] == interrupted["lr"]  # its slot ran again with the same parameters
+
+
+def test_workers_get_a_share_of_the_cores_and_a_gpu_each():
+    from bertfit.tuning.run import worker_bases
+
+    base = bertfit.TrainConfig(output="x")
+    cpu = worker_bases(base, 2, 1, gpus=0)
+    assert [(b.threads, b.device) for b in cpu] == [(1, "auto"), (1, "auto")]
+    gpu = worker_bases(base, 3, 4, gpus=2)
+    assert [b.device for b in gpu] == ["cuda:0", "cuda:1", "cuda:0"]
+    fixed = worker_bases(bertfit.TrainConfig(output="x", device="cpu"), 2, 1, gpus=2)
+    assert [b.device for b in fixed] == ["cpu", "cpu"]

@@ -408,8 +408,9 @@ class TrainConfig:
 
         ``positions`` is the most tokens the model takes (None when it does not say). The
         learning-rate defaults were measured: the default encoder (all-MiniLM-L6-v2) on SST-2
-        (benchmarks/), the d2l book's 1e-4, the usual 3e-5 for BERT-base-sized encoders, and
-        SBERT's 2e-5 for bi-encoders (the classifier rates undo a sentence embedder's training).
+        (benchmarks/; 2 ``bertfit tune`` studies and a 3-seed check found nothing better beyond
+        seed noise: results/recipe_seeds-sst2-8k-1ep-2026-12-04.json), the d2l book's 1e-4, 3e-5
+        for BERT-base encoders, SBERT's 2e-5 for bi-encoders (classifier rates undo their training).
         """
         chosen: dict[str, Any] = {
             "max_length": min(DEFAULT_MAX_LENGTH, positions or DEFAULT_MAX_LENGTH)

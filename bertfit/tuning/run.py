@@ -144,15 +144,18 @@ def run_workers(plan: Plan, workers: int) -> None:
     if workers == 1:
         work(plan)
         return
+    import torch
+
     from bertfit.runtime import available_cores
 
     threads = plan.study.base.threads or max(1, available_cores() // workers)
-    shared = dataclasses.replace(
-        plan.study, base=dataclasses.replace(plan.study.base, threads=threads)
-    )
-    plan = dataclasses.replace(plan, study=shared)
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    plans = [
+        dataclasses.replace(plan, study=dataclasses.replace(plan.study, base=base))
+        for base in worker_bases(plan.study.base, workers, threads, gpus)
+    ]
     context = multiprocessing.get_context("spawn")
-    processes = [context.Process(target=_worker_process, args=(plan,)) for _ in range(workers)]
+    processes = [context.Process(target=_worker_process, args=(p,)) for p in plans]
     for process in processes:
         process.start()
     try:
@@ -165,6 +168,16 @@ def run_workers(plan: Plan, workers: int) -> None:
     failed = [p.exitcode for p in processes if p.exitcode not in (0, None)]
     if failed:
         raise ConfigError(f"{len(failed)} of {workers} workers failed (exit codes {failed})")
+
+
+def worker_bases(base: TrainConfig, workers: int, threads: int, gpus: int) -> list[TrainConfig]:
+    """Each worker's train options: its share of the CPU cores, and with GPUs and --device auto
+    one GPU each (in turn, when there are more workers than GPUs)."""
+    bases = []
+    for index in range(workers):
+        device = f"cuda:{index % gpus}" if gpus and base.device == "auto" else base.device
+        bases.append(dataclasses.replace(base, threads=threads, device=device))
+    return bases
 
 
 def _worker_process(plan: Plan) -> None:
