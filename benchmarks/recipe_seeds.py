@@ -80,7 +80,9 @@ def main() -> None:
     target = Path(__file__).parent / "results" / f"recipe_seeds-{args.name}-{record['date']}.json"
     target.write_text(json.dumps(record, indent=2) + "\n")
     for name, s in summary.items():
-        print(f"{name}: mean {s['mean']:.4f} (min {s['min']:.4f}, max {s['max']:.4f}) {s['options']}")
+        print(
+            f"{name}: mean {s['mean']:.4f} (min {s['min']:.4f}, max {s['max']:.4f}) {s['options']}"
+        )
 
 
 if __name__ == "__main__":
