@@ -48,6 +48,11 @@ def open_page(path: Path):
     return spans, errors, shot
 
 
+def images_loaded(page) -> list[bool]:
+    """For each image of an open page: whether it loaded and has pixels."""
+    return page.locator("img").evaluate_all("els => els.map(e => e.complete && e.naturalWidth > 0)")
+
+
 def not_blank(png: bytes) -> bool:
     from PIL import Image
 
@@ -107,9 +112,7 @@ def test_run_report_has_every_part_and_renders(single_run, tmp_path):  # noqa: F
         page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
         page.goto((run / "report.html").resolve().as_uri())
         sections = page.locator("h2").all_inner_texts()
-        loaded = page.locator("img").evaluate_all(
-            "els => els.map(e => e.complete && e.naturalWidth > 0)"
-        )
+        loaded = images_loaded(page)
         per_class = page.locator("#per-class + table tr").count()
         shot = page.screenshot(full_page=True)
         browser.close()
@@ -215,9 +218,7 @@ def test_tune_page_shows_history_parameters_and_importances_offline(tiny_bert, t
         page.on("request", lambda r: requests.append(r.url))
         page.goto((tmp_path / "study" / "tune.html").resolve().as_uri())
         captions = page.locator("figcaption").all_inner_texts()
-        loaded = page.locator("img").evaluate_all(
-            "els => els.map(e => e.complete && e.naturalWidth > 0)"
-        )
+        loaded = images_loaded(page)
         rows = page.locator("table tr").count()
         shot = page.screenshot(full_page=True)
         browser.close()

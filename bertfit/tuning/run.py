@@ -124,7 +124,8 @@ def prepare(config: TuneConfig) -> Plan:
         open_study(open_storage(url), name, None, None)  # a bad URL is one line, now
     data = read_training_data(base)  # once per study; every trial trains on these rows
     output.mkdir(parents=True, exist_ok=True)  # only once everything above has passed
-    open_study(open_storage(url), name, None, None)
+    if config.storage is None:
+        open_study(open_storage(url), name, None, None)  # creates OUTPUT/study.db
     write_json(output / SETTINGS, settings)
     rows = len(data.train)
     first = base.eval_steps * base.batch_size if base.eval_steps else rows

@@ -143,9 +143,9 @@ def read_space_file(path: Path) -> Space:
 
             data = yaml.safe_load(text)
     except (ValueError, ImportError) as err:
-        raise ConfigError(f"{path}: not a valid search space file ({_first_line(err)})") from None
+        raise ConfigError(f"{path}: not a valid search space file ({first_line(err)})") from None
     except Exception as err:  # yaml.YAMLError, without importing yaml for JSON files
-        raise ConfigError(f"{path}: not a valid search space file ({_first_line(err)})") from None
+        raise ConfigError(f"{path}: not a valid search space file ({first_line(err)})") from None
     if not isinstance(data, dict) or not data:
         raise ConfigError(f"{path}: the search space is empty; expected option: range entries")
     params = [_param_from_entry(name, value, str(path)) for name, value in data.items()]
@@ -238,7 +238,7 @@ def _check_value(name: str, value: Value, source: str) -> None:
     try:
         problems = dataclasses.replace(TrainConfig(), **{name: value}).option_problems()
     except (TypeError, ValueError) as err:
-        raise ConfigError(f"{source}: {name}={value}: {_first_line(err)}") from None
+        raise ConfigError(f"{source}: {name}={value}: {first_line(err)}") from None
     own = [p for p in problems if "--" + name.replace("_", "-") in p]
     if own:
         raise ConfigError(f"{source}: {name}={value}: {own[0]}")
@@ -318,5 +318,6 @@ def _article(kind: str) -> str:
     return "an" if kind[0] in "aeiou" else "a"
 
 
-def _first_line(err: BaseException) -> str:
+def first_line(err: BaseException) -> str:
+    """An error's first line, or its type's name when it has no text."""
     return str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__

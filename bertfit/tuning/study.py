@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from bertfit.errors import ConfigError
-from bertfit.tuning.space import Space
+from bertfit.tuning.space import Space, first_line
 
 HEARTBEAT_SECONDS = 20
 GRACE_SECONDS = 90
@@ -80,7 +80,7 @@ def open_storage(url: str) -> Any:
         ) from None
     except (ValueError, optuna.exceptions.OptunaError, Exception) as err:  # sqlalchemy errors
         raise ConfigError(
-            f"--storage {safe_url(url)}: cannot be opened ({_first_line(err)})"
+            f"--storage {safe_url(url)}: cannot be opened ({first_line(err)})"
         ) from None
 
 
@@ -110,7 +110,7 @@ def open_study(storage: Any, name: str, sampler: Any, pruner: Any) -> Any:
         )
     except Exception as err:  # a storage that opened but cannot hold a study
         raise ConfigError(
-            f"--storage: cannot create the study {name} ({_first_line(err)})"
+            f"--storage: cannot create the study {name} ({first_line(err)})"
         ) from None
 
 
@@ -244,8 +244,3 @@ def safe_url(url: str) -> str:
         user = auth.split(":", 1)[0]
         return f"{scheme}://{user}:***@{host}"
     return url
-
-
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__
