@@ -332,6 +332,7 @@ def test_ctrl_c_stops_the_study_and_the_same_command_finishes_it(tiny_bert, tmp_
         sys.executable, "-m", "bertfit", "tune", "--train", str(train), "--dev", str(dev),
         "--model", str(tiny_bert), "--output", str(out), "--epochs", "2", "--no-progress",
         "--space", "lr=1e-4:1e-3:log", "--n-trials", "2", "--batch-size", "8",
+        "--pruner", "none",  # this test is about stopping and resuming, not pruning
     ]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
     proc = subprocess.Popen(args, env=env, stderr=subprocess.PIPE, text=True)
