@@ -341,7 +341,9 @@ def test_command_table_and_help_stay_in_sync():
                 else "--" + field.name.replace("_", "-")
             )
             assert flag in help_text, (name, flag)
-    assert "(default: 32)" in sub.choices["train"].format_help()  # --batch-size
+    train_help = " ".join(sub.choices["train"].format_help().split())
+    assert "passes over the training data (default: 3)" in train_help
+    assert "16 for text-pair classifiers, else 32]" in train_help  # --batch-size
 
 
 def test_layer_lr_decay_groups(tiny_bert):

@@ -82,8 +82,9 @@ def checkpoint_field() -> Any:
 def common_problems(cfg: Any) -> list[str]:
     """The checks of fields that several configs share."""
     problems = []
-    if getattr(cfg, "batch_size", 1) < 1:
-        problems.append(f"--batch-size must be at least 1, got {cfg.batch_size}")
+    batch_size = getattr(cfg, "batch_size", None)
+    if batch_size is not None and batch_size < 1:
+        problems.append(f"--batch-size must be at least 1, got {batch_size}")
     for name in ("text", "pair", "query"):  # texts typed on the command line
         value = getattr(cfg, name, None)
         if isinstance(value, str) and not value.strip():

@@ -1,10 +1,10 @@
 """``TrainConfig``: every option of ``bertfit train``, in named groups, with its checks and the
 defaults that depend on the model or the task.
 
-The flat keyword form works as always: ``TrainConfig(train="train.tsv", output="runs/x")``.
-``validate()`` reports every problem that the config alone shows, all at once and before
-anything heavy is loaded; ``resolve(encoder, positions)`` then fills what depends on the model
-(``max_length``, ``lr`` and the other measured defaults) and the task (``metric``) in one place.
+``TrainConfig(train="train.tsv", output="runs/x")``. ``validate()`` reports every problem the
+config alone shows, all at once, before anything heavy is loaded; ``resolve(encoder, positions)``
+then fills what depends on the model and the input (``max_length``, the measured recipes of
+``bertfit.config.recipes``) and the task (``metric``) in one place.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from bertfit.config.fields import (
     raise_if,
     skip_bad_rows_field,
 )
+from bertfit.config.recipes import default_batch_size, recipe
 from bertfit.data.labels import METRICS, MULTI, PAIRS, REGRESSION, SINGLE, parse_label_names
 from bertfit.data.layout import reading_problems
 from bertfit.errors import ConfigError
@@ -114,7 +115,10 @@ class TrainConfig:
         "mean", "bi-encoder: how token vectors become one"
     )
     normalize: bool = option(False, "bi-encoder: store L2-normalised embeddings (off by default)")
-    dropout: float | None = option(None, "override the encoder's hidden dropout")
+    dropout: float | None = option(
+        None,
+        "override the encoder's dropout, hidden and attention [default: the encoder's; 0.0339 for text-pair classifiers on the default encoder]",
+    )
     freeze_embeddings: bool = option(False, "do not train the embedding layer")
     activation_checkpointing: bool = option(
         False,
@@ -130,10 +134,11 @@ class TrainConfig:
 
     # --- optimisation
     epochs: int = option(3, "passes over the training data")
-    batch_size: int = option(
-        32,
+    batch_size: int | None = option(
+        None,
         "examples per optimizer step: the global batch, the same on any number of processes "
-        "(split across --nproc processes and --grad-accum passes; it must divide evenly)",
+        "(split across --nproc processes and --grad-accum passes; it must divide evenly) "
+        "[default: 16 for text-pair classifiers, else 32]",
     )
     grad_accum: int = option(
         1,
@@ -142,13 +147,19 @@ class TrainConfig:
     )
     lr: float | None = option(
         None,
-        "peak learning rate [default: 1.5e-4 for the default encoder, 1e-4 for d2l, 3e-5 for others]",
+        "peak learning rate [default: for the default encoder 1.5e-4, 1.109e-4 for text-pair classifiers; 1e-4 for d2l, 3e-5 for others, 2e-5 for bi-encoders]",
     )
-    warmup_ratio: float = option(0.1, "fraction of steps with linear warmup")
-    weight_decay: float = option(0.01, "AdamW weight decay (not on biases and LayerNorm)")
+    warmup_ratio: float | None = option(
+        None,
+        "fraction of steps with linear warmup [default: 0.1; 0.0265 for text-pair classifiers on the default encoder]",
+    )
+    weight_decay: float | None = option(
+        None,
+        "AdamW weight decay, not on biases and LayerNorm [default: 0.01; 0.0365 for text-pair classifiers on the default encoder]",
+    )
     layer_lr_decay: float | None = option(
         None,
-        "learning-rate factor per block going down from the head, 1 for the same rate everywhere [default: 0.9 for the default encoder, else 1]",
+        "learning-rate factor per block going down from the head, 1 for the same rate everywhere [default: for the default encoder 0.9, 0.887 for text-pair classifiers; else 1]",
     )
     max_grad_norm: float = option(1.0, "gradient clipping norm (0 turns it off)")
     scale: float = option(20.0, "contrastive: similarity scale (1 / temperature)")
@@ -329,9 +340,9 @@ class TrainConfig:
                 problems.append(f"{flag(name)} must be at least 1, got {getattr(self, name)}")
         if self.lr is not None and self.lr <= 0:
             problems.append(f"--lr must be positive, got {self.lr}")
-        if not 0 <= self.warmup_ratio < 1:
+        if self.warmup_ratio is not None and not 0 <= self.warmup_ratio < 1:
             problems.append(f"--warmup-ratio must be in [0, 1), got {self.warmup_ratio}")
-        if self.weight_decay < 0:
+        if self.weight_decay is not None and self.weight_decay < 0:
             problems.append(f"--weight-decay must be 0 or more, got {self.weight_decay}")
         if self.layer_lr_decay is not None and not 0 < self.layer_lr_decay <= 1:
             problems.append(f"--layer-lr-decay must be in (0, 1], got {self.layer_lr_decay}")
@@ -406,45 +417,34 @@ class TrainConfig:
     def resolve(self, encoder: Encoder, positions: int | None) -> TrainConfig:
         """A copy with every default that depends on the model or the task filled in.
 
-        ``positions`` is the most tokens the model takes (None when it does not say). The
-        learning-rate defaults were measured: the default encoder (all-MiniLM-L6-v2) on SST-2
-        (benchmarks/; 2 ``bertfit tune`` studies and a 3-seed check found nothing better beyond
-        seed noise: results/recipe_seeds-sst2-8k-1ep-2026-12-04.json), the d2l book's 1e-4, 3e-5
-        for BERT-base encoders, SBERT's 2e-5 for bi-encoders (classifier rates undo their training).
-        """
-        chosen: dict[str, Any] = {
-            "max_length": min(DEFAULT_MAX_LENGTH, positions or DEFAULT_MAX_LENGTH)
-        }
-        if self.objective is not None:
-            chosen |= {
-                "lr": 2e-5,
-                "layer_lr_decay": 1.0,
-                "metric": OBJECTIVE_METRICS[self.objective],
-            }
-        if encoder.name == DEFAULT_NAME:
-            chosen |= {
-                "lr": chosen.get("lr", 1.5e-4),
-                "layer_lr_decay": chosen.get("layer_lr_decay", 0.9),
-                "train_word_embeddings": False,
-            }
-        elif encoder.kind == "d2l":
-            chosen |= {"lr": 1e-4, "layer_lr_decay": 1.0, "train_word_embeddings": True}
-        else:
-            chosen |= {
-                "lr": chosen.get("lr", 3e-5),
-                "layer_lr_decay": 1.0,
-                "train_word_embeddings": True,
-            }
-        chosen["metric"] = chosen.get("metric") or self._default_metric()
+        ``positions`` is the most tokens the model takes (None when it does not say)."""
+        from bertfit.data.tasks import get_task
+
+        chosen = recipe(
+            default_encoder=encoder.name == DEFAULT_NAME,
+            d2l=encoder.kind == "d2l",
+            bi_encoder=self.objective is not None,
+            pair_classifier=self.pair_classifier(),
+        )
+        chosen["max_length"] = min(DEFAULT_MAX_LENGTH, positions or DEFAULT_MAX_LENGTH)
+        chosen["metric"] = OBJECTIVE_METRICS.get(self.objective) or (
+            get_task(self.task).metrics[0] if self.task else METRICS[self.problem()][0]
+        )
         unset = {name: value for name, value in chosen.items() if getattr(self, name) is None}
         return dataclasses.replace(self, **unset)
 
-    def _default_metric(self) -> str:
-        if self.task:
-            from bertfit.data.tasks import get_task
+    def pair_classifier(self) -> bool:
+        """Whether this trains a classifier (not a regression or a bi-encoder) on text pairs."""
+        from bertfit.data.tasks import get_task
 
-            return get_task(self.task).metrics[0]
-        return METRICS[self.problem()][0]
+        pairs = self.pair_column is not None or bool(self.task and get_task(self.task).pair)
+        return pairs and self.objective is None and self.problem() != REGRESSION
+
+    def global_batch(self) -> int:
+        """--batch-size, or its default for this input (known before the model is loaded)."""
+        if self.batch_size is not None:
+            return self.batch_size
+        return default_batch_size(self.pair_classifier())
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

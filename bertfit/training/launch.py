@@ -38,7 +38,7 @@ def train(config: TrainConfig, train_rows=None, dev_rows=None, hooks: RunHooks |
             "--nproc trains from files or a --task; rows in memory stay in one process"
         )
     config.validate(())  # a bad option is said once, before any process starts
-    check_global_batch(config.batch_size, config.grad_accum, config.nproc)
+    check_global_batch(config.global_batch(), config.grad_accum, config.nproc)
     launch(config, hooks)
     from bertfit.training.finish import load_finished
 

@@ -118,7 +118,7 @@ def _train(config: TrainConfig, train_rows: Source, dev_rows: Source, hooks: Run
     if config.tensorboard:
         tensorboard_writer_class()  # a missing package stops the run before anything is written
     world = World.from_env()
-    check_global_batch(config.batch_size, config.grad_accum, world.size)
+    check_global_batch(config.global_batch(), config.grad_accum, world.size)
     if checkpoint is None and world.is_main:
         check_output_dir(output, config.overwrite)
     threads = config.threads or (

@@ -128,7 +128,7 @@ def prepare(config: TuneConfig) -> Plan:
         open_study(open_storage(url), name, None, None)  # creates OUTPUT/study.db
     write_json(output / SETTINGS, settings)
     rows = len(data.train)
-    first = base.eval_steps * base.batch_size if base.eval_steps else rows
+    first = base.eval_steps * base.global_batch() if base.eval_steps else rows
     last = rows * int(_largest(space, "epochs", base.epochs))
     reports = (min(first, last), last)
     pruning = (config.pruner, *reports)

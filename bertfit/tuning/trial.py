@@ -76,7 +76,7 @@ def trial_config(study: Study, params: dict[str, Value], number: int) -> TrainCo
     base = study.base
     chosen: dict[str, Any] = dict(params)
     if base.eval_steps and "batch_size" in params:
-        examples = base.eval_steps * base.batch_size
+        examples = base.eval_steps * base.global_batch()
         chosen["eval_steps"] = max(1, round(examples / int(params["batch_size"])))
     return dataclasses.replace(
         base,
