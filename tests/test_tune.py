@@ -260,7 +260,14 @@ def test_help_documents_the_default_space(capsys):
     with pytest.raises(SystemExit):
         main(["tune", "--help"])
     text = " ".join(capsys.readouterr().out.split())
-    for part in ("epochs 1:4", "batch_size 16|32|64", "bert-paper", "--n-trials", "--storage"):
+    for part in (
+        "epochs 1:4",
+        "batch_size 16|32|64",
+        "bert-paper",
+        "--n-trials",
+        "--storage",
+        "such as --epochs 1, stays as given",
+    ):
         assert part in text
 
 

@@ -9,7 +9,14 @@ import pytest
 
 from bertfit.config.train import TrainConfig
 from bertfit.errors import ConfigError
-from bertfit.tuning.space import Param, default_space, load_space, parse_spec, suggest
+from bertfit.tuning.space import (
+    Param,
+    default_space,
+    load_space,
+    options_set,
+    parse_spec,
+    suggest,
+)
 
 
 class FixedTrial:
@@ -84,6 +91,26 @@ def test_default_space_centres_lr_on_the_resolved_default():
     bi = default_space(dataclasses.replace(TrainConfig(), lr=2e-5, objective="cosine"))
     assert "layer_lr_decay" not in {p.name for p in bi.params}
     assert load_space(None, dataclasses.replace(TrainConfig(), lr=2e-5)).source == "default"
+
+
+def test_default_space_leaves_the_options_the_user_set():
+    given = TrainConfig(epochs=1, batch_size=16, seed=7, task="sst2")
+    fixed = options_set(given)
+    space = load_space(None, dataclasses.replace(given, lr=1.5e-4), fixed)
+    names = {p.name for p in space.params}
+    assert names == {"lr", "warmup_ratio", "layer_lr_decay", "weight_decay", "dropout"}
+    everything = TrainConfig(
+        lr=1e-4,
+        epochs=1,
+        batch_size=16,
+        warmup_ratio=0.1,
+        layer_lr_decay=0.9,
+        weight_decay=0.0,
+        dropout=0.1,
+        seed=7,
+    )
+    with pytest.raises(ConfigError, match="default search space is empty: batch_size, dropout"):
+        default_space(everything, options_set(everything))
 
 
 def test_yaml_and_json_files(tmp_path):

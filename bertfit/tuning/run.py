@@ -24,7 +24,7 @@ from bertfit.config.train import TrainConfig
 from bertfit.config.tune import DEFAULT_TRIALS, TuneConfig
 from bertfit.errors import BertfitError, ConfigError, Interrupted
 from bertfit.files import write_json
-from bertfit.tuning.space import Space, load_space
+from bertfit.tuning.space import Space, load_space, options_set
 from bertfit.tuning.study import (
     STUDY_NAME,
     SURPLUS,
@@ -113,7 +113,7 @@ def prepare(config: TuneConfig) -> Plan:
     base = _base(config)
     encoder = resolve_encoder(base.model)
     resolved = base.resolve(encoder, model_limit(base, encoder, load_tokenizer(encoder)))
-    space = load_space(config.space, resolved)
+    space = load_space(config.space, resolved, options_set(config.train_config()))
     sampler = pick_sampler(config.sampler, space)
     n_trials = budget(config.n_trials, sampler, space, DEFAULT_TRIALS)
     settings = _settings(base, space, resolved.metric)

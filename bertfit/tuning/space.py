@@ -90,36 +90,54 @@ def suggest(space: Space, trial: Any) -> dict[str, Value]:
     return chosen
 
 
-def default_space(config: TrainConfig) -> Space:
+def default_space(config: TrainConfig, fixed: frozenset[str] = frozenset()) -> Space:
     """The search space when none is given, for a config whose defaults are resolved.
 
     The learning rate spans a factor of 5 either side of the encoder's measured default, on a log
     scale; bi-encoders (``--objective``) train at one rate for all layers, so no layer decay.
+    Options in ``fixed`` (the ones the user set, such as ``--epochs 1``) are left as given.
     """
     lr = config.lr or 3e-5
-    spec = [
-        f"lr={lr / 5:.3g}:{lr * 5:.3g}:log",
-        "epochs=1:4",
-        "batch_size=16|32|64",
-        "warmup_ratio=0:0.2",
-        "weight_decay=0:0.1",
-        "dropout=0:0.2",
-        "seed=0:10000",
-    ]
-    if config.objective is None:
-        spec.insert(4, "layer_lr_decay=0.7:1.0")
-    return parse_spec(",".join(spec), source="default")
+    spec = {
+        "lr": f"{lr / 5:.3g}:{lr * 5:.3g}:log",
+        "epochs": "1:4",
+        "batch_size": "16|32|64",
+        "warmup_ratio": "0:0.2",
+        "layer_lr_decay": "0.7:1.0",
+        "weight_decay": "0:0.1",
+        "dropout": "0:0.2",
+        "seed": "0:10000",
+    }
+    if config.objective is not None:
+        del spec["layer_lr_decay"]
+    chosen = [f"{name}={value}" for name, value in spec.items() if name not in fixed]
+    if not chosen:
+        raise ConfigError(
+            f"the default search space is empty: {', '.join(sorted(fixed & set(spec)))} are all "
+            "set on the command line; leave one out or give --space"
+        )
+    return parse_spec(",".join(chosen), source="default")
 
 
-def load_space(given: str | None, config: TrainConfig) -> Space:
-    """The space ``--space`` names: a file, a named space, a spec; the default when not given."""
+def options_set(config: TrainConfig) -> frozenset[str]:
+    """The train options that differ from their defaults: what the user chose to hold fixed."""
+    return frozenset(
+        f.name for f in dataclasses.fields(TrainConfig) if getattr(config, f.name) != f.default
+    )
+
+
+def load_space(
+    given: str | None, config: TrainConfig, fixed: frozenset[str] = frozenset()
+) -> Space:
+    """The space ``--space`` names: a file, a named space, a spec; the default when not given
+    (without the options in ``fixed``)."""
     if given is None or not given.strip():
         if given is not None:
             raise ConfigError(
                 "--space is empty: give a file, a spec such as lr=1e-5:3e-4:log, "
                 f"or one of {', '.join(NAMED_SPACES)}"
             )
-        return default_space(config)
+        return default_space(config, fixed)
     if given in NAMED_SPACES:
         return parse_spec(NAMED_SPACES[given], source=given)
     path = Path(given)
