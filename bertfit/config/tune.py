@@ -16,8 +16,8 @@ SPACE_HELP = (
     "file of option: range entries, or bert-paper (the BERT paper's grid: batch_size 16|32 x lr "
     "5e-5|3e-5|2e-5 x epochs 2|3|4) [default: lr a factor of 5 either side of the encoder's "
     "default (log scale), epochs 1:4, batch_size 16|32|64, warmup_ratio 0:0.2, weight_decay "
-    "0:0.1, layer_lr_decay 0.7:1.0 (classifiers), dropout 0:0.2, seed 0:10000; an option given "
-    "on the command line, such as --epochs 1, stays as given]"
+    "0:0.1, layer_lr_decay 0.7:1.0 (classifiers), dropout 0:0.2, seed 0:10000; an option set "
+    "away from its default, such as --epochs 1, stays as given]"
 )
 
 
