@@ -7,13 +7,13 @@ import json
 
 import pytest
 
+from bertfit.config.fields import changed_fields
 from bertfit.config.train import TrainConfig
 from bertfit.errors import ConfigError
 from bertfit.tuning.space import (
     Param,
     default_space,
     load_space,
-    options_set,
     parse_spec,
     suggest,
 )
@@ -95,7 +95,7 @@ def test_default_space_centres_lr_on_the_resolved_default():
 
 def test_default_space_leaves_the_options_the_user_set():
     given = TrainConfig(epochs=1, batch_size=16, seed=7, task="sst2")
-    fixed = options_set(given)
+    fixed = frozenset(changed_fields(given))
     space = load_space(None, dataclasses.replace(given, lr=1.5e-4), fixed)
     names = {p.name for p in space.params}
     assert names == {"lr", "warmup_ratio", "layer_lr_decay", "weight_decay", "dropout"}
@@ -110,7 +110,7 @@ def test_default_space_leaves_the_options_the_user_set():
         seed=7,
     )
     with pytest.raises(ConfigError, match="default search space is empty: batch_size, dropout"):
-        default_space(everything, options_set(everything))
+        default_space(everything, frozenset(changed_fields(everything)))
 
 
 def test_yaml_and_json_files(tmp_path):

@@ -79,6 +79,11 @@ def checkpoint_field() -> Any:
     )
 
 
+def changed_fields(cfg: Any) -> list[str]:
+    """The names of a config's fields set away from their defaults, in declaration order."""
+    return [f.name for f in fields(cfg) if getattr(cfg, f.name) != f.default]
+
+
 def common_problems(cfg: Any) -> list[str]:
     """The checks of fields that several configs share."""
     problems = []

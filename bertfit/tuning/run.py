@@ -19,12 +19,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bertfit.config.fields import flag
+from bertfit.config.fields import changed_fields, flag
 from bertfit.config.train import TrainConfig
 from bertfit.config.tune import DEFAULT_TRIALS, TuneConfig
 from bertfit.errors import BertfitError, ConfigError, Interrupted
 from bertfit.files import write_json
-from bertfit.tuning.space import Space, load_space, options_set
+from bertfit.tuning.space import Space, load_space
 from bertfit.tuning.study import (
     STUDY_NAME,
     SURPLUS,
@@ -113,7 +113,8 @@ def prepare(config: TuneConfig) -> Plan:
     base = _base(config)
     encoder = resolve_encoder(base.model)
     resolved = base.resolve(encoder, model_limit(base, encoder, load_tokenizer(encoder)))
-    space = load_space(config.space, resolved, options_set(config.train_config()))
+    fixed = frozenset(changed_fields(config.train_config()))  # what the user chose to hold
+    space = load_space(config.space, resolved, fixed)
     sampler = pick_sampler(config.sampler, space)
     n_trials = budget(config.n_trials, sampler, space, DEFAULT_TRIALS)
     settings = _settings(base, space, resolved.metric)
@@ -242,19 +243,18 @@ def finish(plan: Plan) -> TuneResult:
 
 def reproduce_command(config: TrainConfig, output: Path) -> str:
     """``bertfit train`` with every option the trial set that is not the default."""
-    defaults = TrainConfig()
     skip = {"output", "overwrite", "resume", "save_total_limit", "progress"}
     if config.split_seed == config.seed:
         skip.add("split_seed")
     words = ["bertfit", "train"]
-    for field in dataclasses.fields(TrainConfig):
-        value = getattr(config, field.name)
-        if field.name in skip or value == getattr(defaults, field.name):
+    for name in changed_fields(config):
+        value = getattr(config, name)
+        if name in skip:
             continue
         if isinstance(value, bool):
-            words.append(flag(field.name) if value else "--no-" + flag(field.name)[2:])
+            words.append(flag(name) if value else "--no-" + flag(name)[2:])
         else:
-            words += [flag(field.name), repr(value) if isinstance(value, float) else str(value)]
+            words += [flag(name), repr(value) if isinstance(value, float) else str(value)]
     words += ["--output", str(output)]
     return " ".join(shlex.quote(w) for w in words)
 

@@ -119,13 +119,6 @@ def default_space(config: TrainConfig, fixed: frozenset[str] = frozenset()) -> S
     return parse_spec(",".join(chosen), source="default")
 
 
-def options_set(config: TrainConfig) -> frozenset[str]:
-    """The train options that differ from their defaults: what the user chose to hold fixed."""
-    return frozenset(
-        f.name for f in dataclasses.fields(TrainConfig) if getattr(config, f.name) != f.default
-    )
-
-
 def load_space(
     given: str | None, config: TrainConfig, fixed: frozenset[str] = frozenset()
 ) -> Space:
